@@ -1,0 +1,114 @@
+// The local cluster's object store: a directory of Kubernetes YAML objects, the stand-in for the API
+// server. Only `weft up`/`apply`/`delete` write it (through `writeObjects`/`deleteObjects`); agents and
+// kubelets only read it and poll its revision.
+
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import YAML from "yaml";
+import { defaultStateRoot } from "./config.ts";
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  uid?: string;
+  creationTimestamp?: string;
+  generation?: number;
+  [key: string]: unknown;
+}
+
+export interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: ObjectMeta;
+  spec?: unknown;
+  specs?: unknown;
+  [key: string]: unknown;
+}
+
+/** Kinds that live outside namespaces. */
+export const CLUSTER_SCOPED = new Set(["Namespace", "Node", "CiliumClusterwideNetworkPolicy", "CiliumIdentity"]);
+
+export function objectKey(o: Pick<K8sObject, "kind" | "metadata">): string {
+  return CLUSTER_SCOPED.has(o.kind) ? `${o.kind}/${o.metadata.name}` : `${o.kind}/${o.metadata.namespace ?? "default"}/${o.metadata.name}`;
+}
+
+export function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+export class Store {
+  readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, "objects");
+  }
+
+  private pathOf(o: Pick<K8sObject, "kind" | "metadata">): string {
+    const ns = CLUSTER_SCOPED.has(o.kind) ? "_cluster" : (o.metadata.namespace ?? "default");
+    return join(this.dir, o.kind, ns, `${o.metadata.name}.yaml`);
+  }
+
+  /** A number that grows on every write; readers poll it to notice changes cheaply. */
+  revision(): number {
+    try {
+      return Number(readFileSync(join(this.dir, "REVISION"), "utf8")) || 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  list(kind: string): K8sObject[] {
+    const kindDir = join(this.dir, kind);
+    if (!existsSync(kindDir)) return [];
+    const out: K8sObject[] = [];
+    for (const ns of readdirSync(kindDir).sort()) {
+      for (const file of readdirSync(join(kindDir, ns)).sort()) {
+        if (!file.endsWith(".yaml")) continue;
+        out.push(YAML.parse(readFileSync(join(kindDir, ns, file), "utf8")) as K8sObject);
+      }
+    }
+    return out;
+  }
+
+  get(kind: string, namespace: string | undefined, name: string): K8sObject | undefined {
+    const path = this.pathOf({ kind, metadata: { name, namespace } });
+    return existsSync(path) ? (YAML.parse(readFileSync(path, "utf8")) as K8sObject) : undefined;
+  }
+
+  /** Writes objects (already validated) and bumps the revision once. */
+  write(objects: K8sObject[]): void {
+    for (const o of objects) {
+      const path = this.pathOf(o);
+      mkdirSync(join(path, ".."), { recursive: true });
+      writeAtomic(path, YAML.stringify(o));
+    }
+    this.bump();
+  }
+
+  /** Removes objects; returns the keys that existed. */
+  delete(objects: Pick<K8sObject, "kind" | "metadata">[]): string[] {
+    const removed: string[] = [];
+    for (const o of objects) {
+      const path = this.pathOf(o);
+      if (existsSync(path)) {
+        rmSync(path);
+        removed.push(objectKey(o));
+      }
+    }
+    this.bump();
+    return removed;
+  }
+
+  private bump(): void {
+    mkdirSync(this.dir, { recursive: true });
+    writeAtomic(join(this.dir, "REVISION"), String(this.revision() + 1));
+  }
+}
+
+export function openStore(cluster: string, stateRoot = defaultStateRoot()): Store {
+  return new Store(join(stateRoot, cluster));
+}

@@ -1,0 +1,31 @@
+// The built-in HTTP echo workload of the local cluster: answers every request with the pod's name,
+// the method and the exact request-target it received (no normalisation), as JSON.
+
+import http from "node:http";
+
+export function startEcho(port: number): http.Server {
+  const pod = process.env.POD_NAME ?? process.env.HOSTNAME ?? "unknown";
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const body = JSON.stringify({
+        pod,
+        namespace: process.env.POD_NAMESPACE,
+        node: process.env.NODE_NAME,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+        bodyBytes: Buffer.concat(chunks).length,
+        remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
+      });
+      res.writeHead(200, { "content-type": "application/json", "x-pod": pod });
+      res.end(`${body}\n`);
+    });
+  });
+  server.listen(port, "0.0.0.0");
+  const stop = () => server.close(() => process.exit(0));
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  return server;
+}
