@@ -1,0 +1,158 @@
+// The one harness that integration and e2e tests use to build and tear down local clusters: unique
+// names per run, clean-up on failure, and removal of clusters left by a killed earlier run.
+
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+
+export const REPO = new URL("../..", import.meta.url).pathname;
+export const WEFT = join(REPO, "bin/weft.js");
+/** Test clusters keep their state apart from a user's clusters. */
+export const TEST_STATE_ROOT = "/var/lib/weft-test";
+/** Which test process owns each test cluster (kept outside the state folder, which `up` rewrites). */
+const OWNERS = "/var/lib/weft-test-owners";
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs the real `weft` CLI. */
+export function weft(args: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<CliResult> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [WEFT, ...args], { env: { ...process.env, WEFT_STATE_DIR: TEST_STATE_ROOT }, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`weft ${args.join(" ")} did not finish in ${opts.timeoutMs ?? 60_000} ms\n${stdout}\n${stderr}`));
+    }, opts.timeoutMs ?? 60_000);
+    child.stdin.end(opts.input ?? "");
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes test clusters whose creating test process is gone (a killed earlier run). */
+export async function removeStaleClusters(): Promise<string[]> {
+  const names = new Set([...listDir(TEST_STATE_ROOT), ...listDir(OWNERS)]);
+  const removed: string[] = [];
+  for (const name of names) {
+    const owner = Number(readFileSafe(join(OWNERS, name)) || 0);
+    if (owner && pidAlive(owner)) continue;
+    await weft(["down", "--cluster", name]);
+    rmSync(join(OWNERS, name), { force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+function listDir(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+function readFileSafe(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+export interface PodJson {
+  metadata: { name: string; namespace: string; labels: Record<string, string>; uid: string; deletionTimestamp?: string };
+  spec: { nodeName: string };
+  status: {
+    phase: string;
+    podIP?: string;
+    conditions: { type: string; status: string }[];
+    containerStatuses: { name: string; ready: boolean; restartCount: number; state: Record<string, { reason?: string; exitCode?: number }> }[];
+  };
+}
+
+export class TestCluster {
+  readonly name: string;
+
+  private constructor(name: string) {
+    this.name = name;
+  }
+
+  /** Starts a cluster named t<random>; prints how long it took. */
+  static async start(opts: { nodes?: number; manifests?: string; waitSeconds?: number } = {}): Promise<TestCluster> {
+    await removeStaleClusters();
+    const name = `t${randomBytes(4).toString("hex")}`;
+    mkdirSync(OWNERS, { recursive: true });
+    writeFileSync(join(OWNERS, name), String(process.pid));
+    const c = new TestCluster(name);
+    const r = await weft(
+      ["up", "--cluster", name, "--nodes", String(opts.nodes ?? 2), "--manifests", opts.manifests ?? "", "--wait", String(opts.waitSeconds ?? 90)],
+      { timeoutMs: 180_000 },
+    );
+    if (r.code !== 0) {
+      await c.down();
+      throw new Error(`weft up failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+    }
+    console.log(`# cluster ${name} up in ${r.ms} ms`);
+    return c;
+  }
+
+  cli(args: string[], opts?: { timeoutMs?: number }): Promise<CliResult> {
+    return weft([...args, "--cluster", this.name], opts);
+  }
+
+  /** The `--` of exec must stay last, so the cluster flag goes before it. */
+  exec(pod: string, cmd: string[], namespace = "default"): Promise<CliResult> {
+    return weft(["exec", pod, "-n", namespace, "--cluster", this.name, "--", ...cmd]);
+  }
+
+  async apply(file: string): Promise<CliResult> {
+    return this.cli(["apply", "-f", file]);
+  }
+
+  async pods(namespace = "default"): Promise<PodJson[]> {
+    const r = await this.cli(["get", "pods", "-n", namespace, "-o", "json"]);
+    if (r.code !== 0) throw new Error(`weft get pods failed: ${r.stderr}`);
+    return (JSON.parse(r.stdout) as { items: PodJson[] }).items;
+  }
+
+  /** Polls until `check` returns a value (not undefined/false); bounded in time. */
+  async waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+    const started = Date.now();
+    for (;;) {
+      const v = await check();
+      if (v !== undefined && v !== false) {
+        console.log(`# ${what}: ${Date.now() - started} ms`);
+        return v;
+      }
+      if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  get stateDir(): string {
+    return join(TEST_STATE_ROOT, this.name);
+  }
+
+  async down(): Promise<CliResult> {
+    const r = await weft(["down", "--cluster", this.name]);
+    rmSync(join(OWNERS, this.name), { force: true });
+    return r;
+  }
+}
