@@ -34,10 +34,9 @@ if (tsc.status !== 0) {
 }
 
 console.log(`[weft test] ${files.length} test files`);
-const run = spawnSync(
-  process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=1800000", ...files],
-  { stdio: "inherit", env: { ...process.env, WEFT_TEST: "1" } },
-);
+const run = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=1800000", ...files], {
+  stdio: "inherit",
+  env: { ...process.env, WEFT_TEST: "1" },
+});
 console.log(`[weft test] finished in ${((Date.now() - started) / 1000).toFixed(1)}s`);
 process.exit(run.status ?? 1);

@@ -4,9 +4,9 @@
 import { rmSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
-import { createLogger } from "../core/log.ts";
 import { loadClusterConfig, runDir } from "../cluster/state.ts";
 import { openStore, writeAtomic } from "../cluster/store.ts";
+import { createLogger } from "../core/log.ts";
 
 export function agentSocket(stateDir: string, node: string): string {
   return join(runDir(stateDir, node), "agent.sock");

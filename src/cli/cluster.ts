@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 
 type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig["options"]>;
-import { runAgent, agentSocket } from "../agent/main.ts";
+
+import { agentSocket, runAgent } from "../agent/main.ts";
 import { applyObjects } from "../cluster/apply.ts";
 import { podCgroup } from "../cluster/cgroup.ts";
 import { Kubelet, spawnIn } from "../cluster/kubelet.ts";
@@ -48,7 +49,12 @@ kubelet, agent and proxy supervisor per node and applies the manifests (default:
   --cluster NAME     cluster name (default "weft", or $WEFT_CLUSTER)
   --wait SECONDS     how long to wait for pods to become Ready (default 120)`,
   async run(args) {
-    const { values } = parse(args, { ...clusterOpt, nodes: { type: "string", default: "2" }, manifests: { type: "string", default: DEFAULT_MANIFESTS }, wait: { type: "string", default: "120" } });
+    const { values } = parse(args, {
+      ...clusterOpt,
+      nodes: { type: "string", default: "2" },
+      manifests: { type: "string", default: DEFAULT_MANIFESTS },
+      wait: { type: "string", default: "120" },
+    });
     const cfg = await up({
       cluster: values.cluster,
       nodes: Number(values.nodes),
@@ -207,15 +213,34 @@ const getCommand: Command = {
       return 0;
     }
     if (["services", "service", "svc"].includes(what)) {
-      const svcs = openStore(cfg.name).list("Service").filter((s) => !nsFilter || s.metadata.namespace === nsFilter);
+      const svcs = openStore(cfg.name)
+        .list("Service")
+        .filter((s) => !nsFilter || s.metadata.namespace === nsFilter);
       if (out === "json") return json({ apiVersion: "v1", kind: "List", items: svcs });
       printTable(
         ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"].concat(out === "wide" ? ["SELECTOR"] : []),
         svcs.map((s) => {
-          const spec = s.spec as { type?: string; clusterIP?: string; selector?: Record<string, string>; ports?: { port: number; nodePort?: number; protocol?: string }[] };
+          const spec = s.spec as {
+            type?: string;
+            clusterIP?: string;
+            selector?: Record<string, string>;
+            ports?: { port: number; nodePort?: number; protocol?: string }[];
+          };
           const ports = (spec.ports ?? []).map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ""}/${p.protocol ?? "TCP"}`).join(",");
-          const row = [s.metadata.namespace ?? "default", s.metadata.name, spec.type ?? "ClusterIP", spec.clusterIP ?? "<none>", ports || "<none>", age(s.metadata.creationTimestamp)];
-          if (out === "wide") row.push(Object.entries(spec.selector ?? {}).map(([k, v]) => `${k}=${v}`).join(",") || "<none>");
+          const row = [
+            s.metadata.namespace ?? "default",
+            s.metadata.name,
+            spec.type ?? "ClusterIP",
+            spec.clusterIP ?? "<none>",
+            ports || "<none>",
+            age(s.metadata.creationTimestamp),
+          ];
+          if (out === "wide")
+            row.push(
+              Object.entries(spec.selector ?? {})
+                .map(([k, v]) => `${k}=${v}`)
+                .join(",") || "<none>",
+            );
           return row;
         }),
       );
@@ -263,7 +288,11 @@ const execCommand: Command = {
   async run(args) {
     const sep = args.indexOf("--");
     if (sep < 0 || sep === args.length - 1) throw new WeftError("WEFT_USAGE", "weft exec POD -- CMD...: the command goes after --");
-    const { values, positionals } = parse(args.slice(0, sep), { ...clusterOpt, namespace: { type: "string", short: "n", default: "default" }, container: { type: "string", short: "c" } }, true);
+    const { values, positionals } = parse(
+      args.slice(0, sep),
+      { ...clusterOpt, namespace: { type: "string", short: "n", default: "default" }, container: { type: "string", short: "c" } },
+      true,
+    );
     const name = positionals[0];
     if (!name) throw new WeftError("WEFT_USAGE", "weft exec needs a pod name");
     const cfg = loadClusterConfig(values.cluster);
@@ -288,7 +317,12 @@ const logsCommand: Command = {
   async run(args) {
     const { values, positionals } = parse(
       args,
-      { ...clusterOpt, namespace: { type: "string", short: "n", default: "default" }, container: { type: "string", short: "c" }, follow: { type: "boolean", short: "f" } },
+      {
+        ...clusterOpt,
+        namespace: { type: "string", short: "n", default: "default" },
+        container: { type: "string", short: "c" },
+        follow: { type: "boolean", short: "f" },
+      },
       true,
     );
     const name = positionals[0];
@@ -307,7 +341,11 @@ const logsCommand: Command = {
     for (;;) {
       const size = statSync(file).size;
       if (size > offset) {
-        await new Promise<void>((r) => createReadStream(file, { start: offset, end: size - 1 }).on("end", r).pipe(process.stdout, { end: false }));
+        await new Promise<void>((r) =>
+          createReadStream(file, { start: offset, end: size - 1 })
+            .on("end", r)
+            .pipe(process.stdout, { end: false }),
+        );
         offset = size;
       }
       await new Promise((r) => setTimeout(r, 300));
@@ -358,7 +396,10 @@ const statusCommand: Command = {
     }
     if (values.output === "json") return json({ cluster: cfg.name, stateDir: cfg.stateDir, nodes: rows });
     process.stdout.write(`cluster ${cfg.name} (state ${cfg.stateDir})\n`);
-    printTable(["NODE", "KUBELET", "AGENT", "PROXY-SUPERVISOR", "PODS"], rows.map((r) => [r.node, r.kubelet, r.agent, r.proxySupervisor, r.pods]));
+    printTable(
+      ["NODE", "KUBELET", "AGENT", "PROXY-SUPERVISOR", "PODS"],
+      rows.map((r) => [r.node, r.kubelet, r.agent, r.proxySupervisor, r.pods]),
+    );
     return rows.every((r) => r.kubelet === "ok" && r.agent === "ok" && r.proxySupervisor === "ok") ? 0 : 1;
   },
 };

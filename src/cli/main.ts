@@ -2,8 +2,8 @@
 // one clear line on stderr and a non-zero exit code.
 
 import { isWeftError } from "../core/errors.ts";
-import type { Command } from "./command.ts";
 import { clusterCommands } from "./cluster.ts";
+import type { Command } from "./command.ts";
 import { policyCommand } from "./policy.ts";
 
 const commands: Command[] = [...clusterCommands, policyCommand];

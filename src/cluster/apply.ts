@@ -46,13 +46,12 @@ function allocateServiceFields(o: K8sObject, previous: K8sObject | undefined, se
     }
   }
   if (spec.type === "NodePort" || spec.type === "LoadBalancer") {
-    const used = new Set(
-      services.filter((s) => objectKey(s) !== objectKey(o)).flatMap((s) => ((s.spec as ServiceSpec).ports ?? []).map((p) => p.nodePort)),
-    );
+    const used = new Set(services.filter((s) => objectKey(s) !== objectKey(o)).flatMap((s) => ((s.spec as ServiceSpec).ports ?? []).map((p) => p.nodePort)));
     let next = 30000;
     spec.ports?.forEach((p, idx) => {
       if (p.nodePort !== undefined) {
-        if (used.has(p.nodePort)) throw new WeftError("WEFT_MANIFEST_INVALID", `nodePort ${p.nodePort} is already allocated`, `${objectKey(o)}: spec.ports[${idx}].nodePort`);
+        if (used.has(p.nodePort))
+          throw new WeftError("WEFT_MANIFEST_INVALID", `nodePort ${p.nodePort} is already allocated`, `${objectKey(o)}: spec.ports[${idx}].nodePort`);
       } else {
         const kept = prev?.ports?.find((q) => q.port === p.port)?.nodePort;
         if (kept !== undefined && !used.has(kept)) p.nodePort = kept;
@@ -76,7 +75,11 @@ export function admit(store: Store, objects: K8sObject[]): K8sObject[] {
   const out: K8sObject[] = [];
   for (const o of objects) {
     if (!CLUSTER_SCOPED.has(o.kind) && !namespaces.has(o.metadata.namespace ?? "default")) {
-      throw new WeftError("WEFT_MANIFEST_INVALID", `namespace "${o.metadata.namespace}" not found (create the Namespace first)`, `${objectKey(o)}: metadata.namespace`);
+      throw new WeftError(
+        "WEFT_MANIFEST_INVALID",
+        `namespace "${o.metadata.namespace}" not found (create the Namespace first)`,
+        `${objectKey(o)}: metadata.namespace`,
+      );
     }
     const previous = store.get(o.kind, o.metadata.namespace, o.metadata.name);
     const copy = structuredClone(o);

@@ -13,10 +13,7 @@ export function ensureCgroup(path: string): string {
 
 export function cgroupProcs(path: string): number[] {
   try {
-    return readFileSync(join(path, "cgroup.procs"), "utf8")
-      .split("\n")
-      .filter(Boolean)
-      .map(Number);
+    return readFileSync(join(path, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
   } catch {
     return [];
   }

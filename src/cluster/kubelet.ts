@@ -14,15 +14,7 @@ import { resolveCommand, WEFT_BIN } from "./images.ts";
 import { createPodSandbox, deletePodSandbox } from "./net.ts";
 import { execWithTimeout, runProbe } from "./probe.ts";
 import { type DesiredPod, desiredPods, type ExistingPod, type NodeInfo, type ProbeSpec } from "./schedule.ts";
-import {
-  type ContainerStatus,
-  loadClusterConfig,
-  logDir,
-  type NodeStatus,
-  type PodStatusRecord,
-  readNodeStatuses,
-  writeNodeStatus,
-} from "./state.ts";
+import { type ContainerStatus, loadClusterConfig, logDir, type NodeStatus, type PodStatusRecord, readNodeStatuses, writeNodeStatus } from "./state.ts";
 import { openStore, type Store } from "./store.ts";
 
 const TICK_MS = 300;
@@ -165,9 +157,7 @@ export class Kubelet {
       updated: new Date().toISOString(),
       kubeletPid: process.pid,
       pods: [...this.pods.values()].map((p) => p.record),
-      components: Object.fromEntries(
-        [...this.components].map(([name, c]) => [name, { pid: c.child?.pid, healthy: c.healthy, restarts: c.restarts }]),
-      ),
+      components: Object.fromEntries([...this.components].map(([name, c]) => [name, { pid: c.child?.pid, healthy: c.healthy, restarts: c.restarts }])),
     };
     writeNodeStatus(this.cfg.stateDir, status);
   }
@@ -198,7 +188,14 @@ export class Kubelet {
       ready: false,
       terminating: false,
       creationTimestamp: new Date().toISOString(),
-      containers: d.spec.containers.map((c) => ({ name: c.name, state: "waiting", reason: "ContainerCreating", restartCount: 0, ready: false, started: false })),
+      containers: d.spec.containers.map((c) => ({
+        name: c.name,
+        state: "waiting",
+        reason: "ContainerCreating",
+        restartCount: 0,
+        ready: false,
+        started: false,
+      })),
     };
     const pod: PodRuntime = { record, cgroup: podCgroup(this.cfg.name, this.node.name, uid), containers: new Map(), starting: true, removed: false };
     this.pods.set(key, pod);
@@ -292,7 +289,14 @@ export class Kubelet {
     rt.child = undefined;
     this.stopProbes(rt);
     const exitCode = code ?? (signal ? 128 + (signalNumber(signal) ?? 9) : 1);
-    Object.assign(rt.status, { state: "terminated", exitCode, reason: exitCode === 0 ? "Completed" : "Error", pid: undefined, finishedAt: new Date().toISOString(), ready: false });
+    Object.assign(rt.status, {
+      state: "terminated",
+      exitCode,
+      reason: exitCode === 0 ? "Completed" : "Error",
+      pid: undefined,
+      finishedAt: new Date().toISOString(),
+      ready: false,
+    });
     this.log.info("container exited", { pod: pod.record.name, container: name, exitCode });
     if (pod.record.terminating) {
       this.maybeFinishTermination(pod);
@@ -367,8 +371,7 @@ export class Kubelet {
   private updatePodConditions(pod: PodRuntime): void {
     const statuses = [...pod.containers.values()];
     for (const rt of statuses) rt.status.ready = rt.status.state === "running" && rt.readinessOk && !pod.record.terminating;
-    pod.record.ready =
-      !pod.record.terminating && statuses.length === pod.record.desired.spec.containers.length && statuses.every((rt) => rt.status.ready);
+    pod.record.ready = !pod.record.terminating && statuses.length === pod.record.desired.spec.containers.length && statuses.every((rt) => rt.status.ready);
     if (pod.record.phase !== "Failed" || statuses.length > 0) {
       const policy = pod.record.desired.spec.restartPolicy ?? "Always";
       const allDone = statuses.length > 0 && statuses.every((rt) => rt.status.state === "terminated" && !rt.restartTimer);

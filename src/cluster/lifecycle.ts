@@ -74,7 +74,20 @@ function startKubelet(cfg: ClusterConfig, node: string): void {
   // Join the node's cgroup, then its network namespace (nsenter keeps /sys and bpffs visible).
   const child = spawn(
     "sh",
-    ["-c", 'echo $$ > "$0" && exec "$@"', procs, "nsenter", `--net=/run/netns/weft-${cfg.name}-${node}`, process.execPath, WEFT_BIN, "kubelet", "--cluster", cfg.name, "--node", node],
+    [
+      "-c",
+      'echo $$ > "$0" && exec "$@"',
+      procs,
+      "nsenter",
+      `--net=/run/netns/weft-${cfg.name}-${node}`,
+      process.execPath,
+      WEFT_BIN,
+      "kubelet",
+      "--cluster",
+      cfg.name,
+      "--node",
+      node,
+    ],
     { detached: true, stdio: ["ignore", logFd, logFd], env: { ...process.env, WEFT_STATE_DIR: defaultStateRoot() } },
   );
   closeSync(logFd);

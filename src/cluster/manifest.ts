@@ -106,9 +106,7 @@ export function parseManifests(text: string, file: string): { objects: K8sObject
     const value = d.toJS() as unknown;
     if (value === null || value === undefined) return; // empty document between separators
     const items =
-      typeof value === "object" && (value as { kind?: string }).kind === "List"
-        ? (((value as { items?: unknown[] }).items ?? []) as unknown[])
-        : [value];
+      typeof value === "object" && (value as { kind?: string }).kind === "List" ? (((value as { items?: unknown[] }).items ?? []) as unknown[]) : [value];
     for (const item of items) {
       const found = validateDocument(item);
       if (found.length > 0) {

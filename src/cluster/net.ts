@@ -83,12 +83,7 @@ export interface PodSandbox {
 }
 
 /** Creates a pod's namespace, veth pair, address, routes and resolv.conf. */
-export async function createPodSandbox(
-  cfg: ClusterConfig,
-  node: NodeConfig,
-  sandbox: PodSandbox,
-  dns: { namespace: string; hostname: string },
-): Promise<void> {
+export async function createPodSandbox(cfg: ClusterConfig, node: NodeConfig, sandbox: PodSandbox, dns: { namespace: string; hostname: string }): Promise<void> {
   const { netns, veth, ip } = sandbox;
   await tryRun("ip", ["netns", "del", netns]); // a leftover of a crashed kubelet
   await addNetns(netns);

@@ -25,7 +25,9 @@ export function missingPrerequisites(): string[] {
   }
   let bpffs = false;
   try {
-    bpffs = readFileSync("/proc/mounts", "utf8").split("\n").some((l) => l.split(" ")[1] === "/sys/fs/bpf" && l.split(" ")[2] === "bpf");
+    bpffs = readFileSync("/proc/mounts", "utf8")
+      .split("\n")
+      .some((l) => l.split(" ")[1] === "/sys/fs/bpf" && l.split(" ")[2] === "bpf");
   } catch {}
   if (!bpffs) missing.push("bpffs: nothing mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf; the set-up does this)");
   for (const t of TOOLS) if (!onPath(t)) missing.push(`command "${t}" not found on PATH (Debian package iproute2/util-linux/procps)`);

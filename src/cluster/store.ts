@@ -2,7 +2,7 @@
 // server. Only `weft up`/`apply`/`delete` write it (through `writeObjects`/`deleteObjects`); agents and
 // kubelets only read it and poll its revision.
 
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import YAML from "yaml";
 import { defaultStateRoot } from "./config.ts";

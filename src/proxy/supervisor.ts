@@ -4,8 +4,8 @@
 
 import { type ChildProcess, fork } from "node:child_process";
 import net from "node:net";
-import { createLogger } from "../core/log.ts";
 import { WEFT_BIN } from "../cluster/images.ts";
+import { createLogger } from "../core/log.ts";
 
 export const PROXY_PORT = 15001;
 

@@ -3,12 +3,12 @@
 
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { after, before, describe, it } from "node:test";
 import { join } from "node:path";
-import { listNetns } from "../../src/cluster/net.ts";
-import { bpfPinDir, cgroupDir } from "../../src/cluster/config.ts";
+import { after, before, describe, it } from "node:test";
 import { cgroupTreeProcs } from "../../src/cluster/cgroup.ts";
-import { REPO, TestCluster, type PodJson } from "../harness/cluster.ts";
+import { bpfPinDir, cgroupDir } from "../../src/cluster/config.ts";
+import { listNetns } from "../../src/cluster/net.ts";
+import { type PodJson, REPO, TestCluster } from "../harness/cluster.ts";
 
 describe("local cluster from examples/", () => {
   let c: TestCluster;
@@ -91,7 +91,10 @@ describe("local cluster from examples/", () => {
     assert.ok(procs.length >= 2 * 3 + 5, `expected kubelets, agents, supervisors and pods, got ${procs.length} processes`);
     const r = await c.down();
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual((await listNetns()).filter((n) => n.startsWith(`weft-${c.name}-`)), []);
+    assert.deepEqual(
+      (await listNetns()).filter((n) => n.startsWith(`weft-${c.name}-`)),
+      [],
+    );
     assert.equal(existsSync(cgroupDir(c.name)), false);
     assert.equal(existsSync(bpfPinDir(c.name)), false);
     assert.equal(existsSync(`/etc/netns/weft-${c.name}-underlay`), false);

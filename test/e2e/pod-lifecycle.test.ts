@@ -78,10 +78,14 @@ describe("pod lifecycle", () => {
     assert.equal(p?.status.conditions.find((x) => x.type === "Ready")?.status, "False");
     assert.match((await c.cli(["get", "pods"])).stdout, /gated\s+0\/1\s+Running/);
     writeFileSync(readyFlag, "");
-    p = await c.waitFor("gated Ready", async () => {
-      const x = await find("gated");
-      return x?.status.conditions.find((y) => y.type === "Ready")?.status === "True" && x;
-    }, 15_000);
+    p = await c.waitFor(
+      "gated Ready",
+      async () => {
+        const x = await find("gated");
+        return x?.status.conditions.find((y) => y.type === "Ready")?.status === "True" && x;
+      },
+      15_000,
+    );
     assert.equal(containerStatus(p)?.ready, true);
   });
 
@@ -91,10 +95,14 @@ describe("pod lifecycle", () => {
       "  containers:\n    - name: main\n      command: [sleep, infinity]\n      livenessProbe:\n        tcpSocket: {port: 9}\n        periodSeconds: 1\n        failureThreshold: 2\n",
     );
     assert.equal((await c.apply(f)).code, 0);
-    const p = await c.waitFor("liveness restart", async () => {
-      const x = await find("unhealthy");
-      return (containerStatus(x)?.restartCount ?? 0) >= 1 && x;
-    }, 30_000);
+    const p = await c.waitFor(
+      "liveness restart",
+      async () => {
+        const x = await find("unhealthy");
+        return (containerStatus(x)?.restartCount ?? 0) >= 1 && x;
+      },
+      30_000,
+    );
     assert.ok((containerStatus(p)?.restartCount ?? 0) >= 1);
   });
 
@@ -108,10 +116,14 @@ describe("pod lifecycle", () => {
     const del = await c.cli(["delete", "-f", f]);
     assert.equal(del.code, 0);
     assert.match(del.stdout, /Pod\/default\/graceful deleted/);
-    const t = await c.waitFor("Terminating shown", async () => {
-      const r = await c.cli(["get", "pods"]);
-      return /graceful\s+0\/1\s+Terminating/.test(r.stdout) && r;
-    }, 5000);
+    const t = await c.waitFor(
+      "Terminating shown",
+      async () => {
+        const r = await c.cli(["get", "pods"]);
+        return /graceful\s+0\/1\s+Terminating/.test(r.stdout) && r;
+      },
+      5000,
+    );
     assert.ok(t);
     const x = await find("graceful");
     assert.ok(x?.metadata.deletionTimestamp, "deletionTimestamp set");

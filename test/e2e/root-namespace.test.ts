@@ -34,9 +34,13 @@ function snapshot(): Record<string, string> {
     "ip addr": tryCmd("ip", ["addr"]),
     "ip link": tryCmd("ip", ["-d", "link"]).replace(/\s+(gso_max|gro_max|tso_max)\S*\s+\d+/g, ""),
     "nft ruleset": tryCmd("nft", ["list", "ruleset"]),
-    "iptables": tryCmd("iptables-save", []).replace(/^#.*$/gm, "").replace(/\[\d+:\d+\]/g, ""),
+    iptables: tryCmd("iptables-save", [])
+      .replace(/^#.*$/gm, "")
+      .replace(/\[\d+:\d+\]/g, ""),
     "tc qdisc": tryCmd("tc", ["qdisc", "show"]),
-    "tc filter ingress/egress": ["ingress", "egress"].map((d) => tryCmd("sh", ["-c", `for i in $(ls /sys/class/net); do tc filter show dev $i ${d}; done`])).join("\n"),
+    "tc filter ingress/egress": ["ingress", "egress"]
+      .map((d) => tryCmd("sh", ["-c", `for i in $(ls /sys/class/net); do tc filter show dev $i ${d}; done`]))
+      .join("\n"),
     "bpftool cgroup tree": rootCgroupAttachments(tryCmd("bpftool", ["cgroup", "tree", "/sys/fs/cgroup/unified"])),
     "bpftool net": tryCmd("bpftool", ["net"]),
   };

@@ -2,9 +2,9 @@
 // names per run, clean-up on failure, and removal of clusters left by a killed earlier run.
 
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
 
 export const REPO = new URL("../..", import.meta.url).pathname;
 export const WEFT = join(REPO, "bin/weft.js");

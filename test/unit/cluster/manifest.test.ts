@@ -21,15 +21,25 @@ describe("manifest validation", () => {
     ["port out of range", podDoc("  containers: [{name: a, ports: [{containerPort: 0}]}]\n"), "spec.containers[0].ports[0].containerPort", /must be >= 1/],
     ["bad restartPolicy", podDoc("  restartPolicy: Sometimes\n  containers: [{name: a}]\n"), "spec.restartPolicy", /must be one of/],
     ["command not a list", podDoc("  containers: [{name: a, command: 'sleep 1'}]\n"), "spec.containers[0].command", /must be array/],
-    ["probe without handler port", podDoc("  containers: [{name: a, readinessProbe: {httpGet: {path: /}}}]\n"), "spec.containers[0].readinessProbe.httpGet.port", /required/],
     [
-      "deployment without template",
-      "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {}}\n",
-      "spec.template",
+      "probe without handler port",
+      podDoc("  containers: [{name: a, readinessProbe: {httpGet: {path: /}}}]\n"),
+      "spec.containers[0].readinessProbe.httpGet.port",
       /required/,
     ],
-    ["negative replicas", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: -1, selector: {}, template: {spec: {containers: [{name: a}]}}}\n", "spec.replicas", /must be >= 0/],
-    ["service nodePort range", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 80}]}\n", "spec.ports[0].nodePort", /must be >= 30000/],
+    ["deployment without template", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {selector: {}}\n", "spec.template", /required/],
+    [
+      "negative replicas",
+      "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: -1, selector: {}, template: {spec: {containers: [{name: a}]}}}\n",
+      "spec.replicas",
+      /must be >= 0/,
+    ],
+    [
+      "service nodePort range",
+      "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 80}]}\n",
+      "spec.ports[0].nodePort",
+      /must be >= 30000/,
+    ],
     ["service bad affinity", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {sessionAffinity: Sticky}\n", "spec.sessionAffinity", /must be one of/],
   ];
   for (const [name, text, path, reason] of invalid) {

@@ -13,7 +13,11 @@ function deployment(name: string, replicas: number, extra: Record<string, unknow
     apiVersion: "apps/v1",
     kind: "Deployment",
     metadata: { name, namespace: "default" },
-    spec: { replicas, selector: { matchLabels: { app: name } }, template: { metadata: { labels: { app: name } }, spec: { containers: [{ ...container, env: [{ name: "V", value: env }] }], ...extra } } },
+    spec: {
+      replicas,
+      selector: { matchLabels: { app: name } },
+      template: { metadata: { labels: { app: name } }, spec: { containers: [{ ...container, env: [{ name: "V", value: env }] }], ...extra } },
+    },
   };
 }
 
@@ -49,7 +53,10 @@ describe("placement", () => {
     const d = deployment("web", 2);
     const hash = hashOf((d.spec as { template: unknown }).template);
     const got = desiredPods([d], nodes);
-    assert.deepEqual(got.map((p) => p.name), [`web-${hash}-0`, `web-${hash}-1`]);
+    assert.deepEqual(
+      got.map((p) => p.name),
+      [`web-${hash}-0`, `web-${hash}-1`],
+    );
     assert.equal(got[0]?.labels["pod-template-hash"], hash);
     assert.equal(got[0]?.labels.app, "web");
   });
@@ -74,12 +81,18 @@ describe("rolling update", () => {
   it("keeps every old replica while no new replica is ready", () => {
     const got = desiredPods(v2Objects, nodes, existing([true, true]));
     assert.equal(got.length, 4);
-    assert.deepEqual(got.slice(2).map((p) => p.name), v1.map((p) => p.name));
+    assert.deepEqual(
+      got.slice(2).map((p) => p.name),
+      v1.map((p) => p.name),
+    );
   });
 
   it("drops an old replica once the new one of the same index is ready", () => {
     const v2 = desiredPods(v2Objects, nodes);
-    const state = [...existing([true, true]), { namespace: "default", name: v2[0]?.name ?? "", node: "node-1", ready: true, terminating: false, desired: v2[0] as never }];
+    const state = [
+      ...existing([true, true]),
+      { namespace: "default", name: v2[0]?.name ?? "", node: "node-1", ready: true, terminating: false, desired: v2[0] as never },
+    ];
     const got = desiredPods(v2Objects, nodes, state).map((p) => p.name);
     assert.deepEqual(got, [v2[0]?.name, v2[1]?.name, v1[1]?.name]);
   });
@@ -96,6 +109,9 @@ describe("rolling update", () => {
 
   it("ignores replicas of another deployment", () => {
     const got = desiredPods([deployment("api", 1)], nodes, existing([true, true]));
-    assert.deepEqual(got.map((p) => p.owner?.name), ["api"]);
+    assert.deepEqual(
+      got.map((p) => p.owner?.name),
+      ["api"],
+    );
   });
 });
