@@ -112,3 +112,28 @@ describe("local cluster from examples/", () => {
     assert.deepEqual(alive(), []);
   });
 });
+
+describe("weft down after a crash of weft up", () => {
+  it("removes a half-built cluster", async () => {
+    const { spawn } = await import("node:child_process");
+    const { TEST_STATE_ROOT, WEFT } = await import("../harness/cluster.ts");
+    const name = `tcrash${process.pid % 10000}`;
+    const child = spawn(process.execPath, [WEFT, "up", "--cluster", name, "--manifests", join(REPO, "examples")], {
+      env: { ...process.env, WEFT_STATE_DIR: TEST_STATE_ROOT },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    // Kill it once the network is half built.
+    for (let i = 0; i < 200 && !out.includes("network: node-1"); i++) await new Promise((r) => setTimeout(r, 25));
+    child.kill("SIGKILL");
+    await new Promise((r) => child.on("exit", r));
+    assert.ok((await listNetns()).some((n) => n.startsWith(`weft-${name}-`)), `something was left to clean: ${out}`);
+    const { weft } = await import("../harness/cluster.ts");
+    const r = await weft(["down", "--cluster", name]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual((await listNetns()).filter((n) => n.startsWith(`weft-${name}-`)), []);
+    assert.equal(existsSync(cgroupDir(name)), false);
+    assert.equal(existsSync(join(TEST_STATE_ROOT, name)), false);
+  });
+});

@@ -1,0 +1,902 @@
+// weft-bpf: Weft's BPF loader helper, a small CLI over Debian's libbpf 1.1 driven by
+// src/datapath/loader.ts. Each subcommand does one thing, prints one JSON line on stdout
+// (ringbuf: binary frames) and on failure one "WEFT_BPF: ..." line on stderr, exit 1.
+// It holds no state of its own: everything that must outlive it is pinned in bpffs.
+// CLI and pin layout: docs/bpf-loading.md.
+
+#define _GNU_SOURCE
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+// libbpf 1.1 and the 6.1 uapi headers predate tcx (kernel 6.6); the kernel's numbers are stable ABI.
+#define WEFT_BPF_TCX_INGRESS 46
+#define WEFT_BPF_TCX_EGRESS 47
+#define WEFT_BPF_LINK_TYPE_TCX 11
+
+static const char *g_cmd = "weft-bpf";
+static char g_libbpf_last[768]; // last libbpf warnings, appended to our error line
+static int g_verbose;
+
+// ---- errors and output ------------------------------------------------------------------------
+
+static void oneline(char *s)
+{
+	for (char *p = s; *p; p++)
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			*p = ' ';
+	size_t n = strlen(s);
+	while (n && s[n - 1] == ' ')
+		s[--n] = 0;
+}
+
+// fail: one line on stderr, "WEFT_BPF: <cmd>: <what>: <libbpf error> (libbpf: <last warning>)".
+__attribute__((noreturn, format(printf, 2, 3))) static void fail(int err, const char *fmt, ...)
+{
+	char what[1024], why[256] = "";
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (err) {
+		if (err > 0)
+			err = -err;
+		libbpf_strerror(err, why, sizeof(why));
+	}
+	oneline(what);
+	oneline(g_libbpf_last);
+	fprintf(stderr, "WEFT_BPF: %s: %s%s%s%s%s%s\n", g_cmd, what, err ? ": " : "", why,
+		g_libbpf_last[0] ? " (libbpf: " : "", g_libbpf_last, g_libbpf_last[0] ? ")" : "");
+	exit(1);
+}
+
+__attribute__((noreturn)) static void usage(void)
+{
+	fprintf(stderr,
+		"WEFT_BPF: usage: weft-bpf load OBJ PIN_DIR [--const NAME=VALUE]... | "
+		"attach-cgroup PROG_PIN CGROUP_DIR HOOK LINK_PIN | "
+		"attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN | replace LINK_PIN PROG_PIN | "
+		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | "
+		"run PROG_PIN [--ctx HEX] [--data HEX] [--repeat N] | "
+		"ringbuf MAP_PIN [--lost-map MAP_PIN] [--batch-bytes N]\n");
+	exit(2);
+}
+
+// Keeps the last few libbpf warnings, one line each; a verifier log keeps its tail (the reason).
+static void remember_warning(char *msg)
+{
+	char *end = strstr(msg, "-- END PROG LOAD LOG --");
+	if (end)
+		*end = 0;
+	oneline(msg);
+	const char *text = msg;
+	if (strncmp(text, "libbpf: ", 8) == 0)
+		text += 8;
+	size_t n = strlen(text);
+	if (n == 0)
+		return;
+	if (n > 240)
+		text += n - 240; // the end of a long message says what went wrong
+	size_t have = strlen(g_libbpf_last);
+	if (have + strlen(text) + 3 >= sizeof(g_libbpf_last)) {
+		// drop the oldest warnings to make room
+		char *cut = g_libbpf_last;
+		while (cut && strlen(cut) + strlen(text) + 3 >= sizeof(g_libbpf_last))
+			cut = strstr(cut + 1, "; ");
+		memmove(g_libbpf_last, cut ? cut + 2 : "", cut ? strlen(cut + 2) + 1 : 1);
+		have = strlen(g_libbpf_last);
+	}
+	snprintf(g_libbpf_last + have, sizeof(g_libbpf_last) - have, "%s%s", have ? "; " : "", text);
+}
+
+static int on_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (g_verbose)
+		return vfprintf(stderr, fmt, ap);
+	if (level == LIBBPF_WARN) {
+		char msg[65536];
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		remember_warning(msg);
+	}
+	return 0;
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void json_hex(FILE *f, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	fputc('"', f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%02x", p[i]);
+	fputc('"', f);
+}
+
+// ---- small filesystem and fd helpers --------------------------------------------------------
+
+// pathf: format a path into a PATH_MAX buffer, refusing (not truncating) one that is too long.
+__attribute__((format(printf, 2, 3))) static void pathf(char *out, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, PATH_MAX, fmt, ap);
+	va_end(ap);
+	if (n < 0 || n >= PATH_MAX)
+		fail(ENAMETOOLONG, "path too long: %.80s...", out);
+}
+
+static void mkdir_p(const char *dir)
+{
+	char buf[PATH_MAX];
+
+	if (snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf))
+		fail(ENAMETOOLONG, "mkdir %s", dir);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(buf, 0700) && errno != EEXIST)
+			fail(errno, "mkdir %s", buf);
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) && errno != EEXIST)
+		fail(errno, "mkdir %s", buf);
+}
+
+static void parent_dir(const char *path, char *out, size_t n)
+{
+	snprintf(out, n, "%s", path);
+	char *slash = strrchr(out, '/');
+	if (slash && slash != out)
+		*slash = 0;
+}
+
+// Pin fd at path atomically: pin beside it (PATH~PID), then rename over any older pin,
+// so a reader never sees the path missing.
+static void pin_replace(int fd, const char *path)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX];
+
+	parent_dir(path, dir, sizeof(dir));
+	mkdir_p(dir);
+	pathf(tmp, "%s~%d", path, getpid()); // bpffs refuses names with a dot
+	unlink(tmp);
+	if (bpf_obj_pin(fd, tmp))
+		fail(errno, "pin %s", path);
+	if (rename(tmp, path)) {
+		int err = errno;
+		unlink(tmp);
+		fail(err, "pin %s (rename)", path);
+	}
+}
+
+static int obj_get(const char *pin, const char *what)
+{
+	int fd = bpf_obj_get(pin);
+	if (fd < 0)
+		fail(errno, "open pinned %s %s", what, pin);
+	return fd;
+}
+
+static int path_exists(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0;
+}
+
+static __u32 prog_id_of(int fd)
+{
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info);
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		fail(errno, "read program info");
+	return info.id;
+}
+
+// bpf_link_info as the running kernel fills it; the union starts at offset 16 (8-aligned).
+struct link_raw {
+	__u32 type, id, prog_id, pad;
+	union {
+		struct {
+			__u64 cgroup_id;
+			__u32 attach_type;
+		} cgroup;
+		struct {
+			__u32 ifindex;
+			__u32 attach_type;
+		} tcx;
+		unsigned char raw[128];
+	};
+};
+
+static void link_info(int fd, struct link_raw *out)
+{
+	__u32 len = sizeof(*out);
+	memset(out, 0, sizeof(*out));
+	if (bpf_obj_get_info_by_fd(fd, out, &len))
+		fail(errno, "read link info");
+}
+
+// ---- load -------------------------------------------------------------------------------------
+
+struct const_arg {
+	const char *name;
+	unsigned long long value;
+};
+
+static void set_constants(struct bpf_object *obj, const char *objpath, struct const_arg *c, int n)
+{
+	struct bpf_map *rodata = NULL, *m;
+	struct btf *btf = bpf_object__btf(obj);
+
+	if (n == 0)
+		return;
+	bpf_object__for_each_map(m, obj)
+	{
+		const char *name = bpf_map__name(m);
+		size_t len = strlen(name);
+		if (bpf_map__is_internal(m) && len >= 7 && strcmp(name + len - 7, ".rodata") == 0)
+			rodata = m;
+	}
+	int sec = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -1;
+	if (!rodata || sec < 0)
+		fail(0, "%s: --const given but the object has no .rodata (declare const volatile)", objpath);
+
+	size_t size;
+	const void *init = bpf_map__initial_value(rodata, &size);
+	unsigned char *data = malloc(size);
+	if (!init || !data)
+		fail(ENOMEM, "%s: .rodata", objpath);
+	memcpy(data, init, size);
+
+	const struct btf_type *t = btf__type_by_id(btf, sec);
+	const struct btf_var_secinfo *vs = btf_var_secinfos(t);
+	for (int i = 0; i < n; i++) {
+		int found = 0;
+		for (int j = 0; j < btf_vlen(t); j++) {
+			const struct btf_type *var = btf__type_by_id(btf, vs[j].type);
+			if (strcmp(btf__name_by_offset(btf, var->name_off), c[i].name) != 0)
+				continue;
+			__u32 sz = vs[j].size;
+			if (sz != 1 && sz != 2 && sz != 4 && sz != 8)
+				fail(0, "%s: --const %s: size %u is not an integer", objpath, c[i].name, sz);
+			if (sz < 8 && c[i].value >> (sz * 8))
+				fail(0, "%s: --const %s=%llu does not fit %u bytes", objpath, c[i].name,
+				     c[i].value, sz);
+			memcpy(data + vs[j].offset, &c[i].value, sz); // little-endian host
+			found = 1;
+		}
+		if (!found)
+			fail(0, "%s: --const %s: no such variable in .rodata", objpath, c[i].name);
+	}
+	if (bpf_map__set_initial_value(rodata, data, size))
+		fail(errno, "%s: set .rodata", objpath);
+	free(data);
+}
+
+// load OBJ PIN_DIR [--const NAME=VALUE]...
+// Maps (not .rodata/.data/.bss) are pinned at PIN_DIR/maps/<map>; an existing pin of the same name
+// is reused (libbpf checks type, key/value size, max_entries and flags), so maps survive reloads.
+// Programs are pinned at PIN_DIR/progs/<object>/<program>, replacing the previous version's pin.
+static int cmd_load(int argc, char **argv)
+{
+	if (argc < 2)
+		usage();
+	const char *objpath = argv[0], *pindir = argv[1];
+	struct const_arg consts[64];
+	int nconst = 0;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--const") || i + 1 >= argc || nconst == 64)
+			usage();
+		char *eq = strchr(argv[++i], '=');
+		if (!eq)
+			usage();
+		*eq = 0;
+		char *end;
+		errno = 0;
+		consts[nconst].name = argv[i];
+		consts[nconst].value = strtoull(eq + 1, &end, 0);
+		if (errno || *end || eq[1] == 0)
+			fail(0, "--const %s: bad number '%s'", argv[i], eq + 1);
+		nconst++;
+	}
+
+	struct bpf_object *obj = bpf_object__open_file(objpath, NULL);
+	if (!obj)
+		fail(errno, "open %s", objpath);
+	set_constants(obj, objpath, consts, nconst);
+
+	char objname[NAME_MAX + 1], path[PATH_MAX], mapdir[PATH_MAX];
+	snprintf(objname, sizeof(objname), "%s", bpf_object__name(obj));
+	pathf(mapdir, "%s/maps", pindir);
+	mkdir_p(mapdir);
+
+	struct bpf_map *m;
+	int nmaps = 0;
+	char reused[256] = {};
+	bpf_object__for_each_map(m, obj)
+	{
+		if (bpf_map__is_internal(m))
+			continue;
+		pathf(path, "%s/%s", mapdir, bpf_map__name(m));
+		if (nmaps < 256)
+			reused[nmaps] = path_exists(path);
+		nmaps++;
+		if (bpf_map__set_pin_path(m, path))
+			fail(errno, "%s: map %s: set pin path", objpath, bpf_map__name(m));
+	}
+	if (bpf_object__load(obj))
+		fail(errno, "load %s", objpath);
+
+	struct bpf_program *p;
+	bpf_object__for_each_program(p, obj)
+	{
+		pathf(path, "%s/progs/%s/%s", pindir, objname, bpf_program__name(p));
+		pin_replace(bpf_program__fd(p), path);
+	}
+
+	FILE *o = stdout;
+	fputs("{\"object\":", o);
+	json_str(o, objname);
+	fputs(",\"programs\":[", o);
+	int first = 1;
+	bpf_object__for_each_program(p, obj)
+	{
+		pathf(path, "%s/progs/%s/%s", pindir, objname, bpf_program__name(p));
+		fputs(first ? "{\"name\":" : ",{\"name\":", o);
+		json_str(o, bpf_program__name(p));
+		fputs(",\"section\":", o);
+		json_str(o, bpf_program__section_name(p));
+		fputs(",\"pin\":", o);
+		json_str(o, path);
+		fprintf(o, ",\"id\":%u}", prog_id_of(bpf_program__fd(p)));
+		first = 0;
+	}
+	fputs("],\"maps\":[", o);
+	first = 1;
+	int i = 0;
+	bpf_object__for_each_map(m, obj)
+	{
+		if (bpf_map__is_internal(m))
+			continue;
+		struct bpf_map_info info = {};
+		__u32 len = sizeof(info);
+		if (bpf_obj_get_info_by_fd(bpf_map__fd(m), &info, &len))
+			fail(errno, "map %s: info", bpf_map__name(m));
+		fputs(first ? "{\"name\":" : ",{\"name\":", o);
+		json_str(o, bpf_map__name(m));
+		fputs(",\"pin\":", o);
+		json_str(o, bpf_map__pin_path(m));
+		fprintf(o, ",\"id\":%u,\"reused\":%s}", info.id, i < 256 && reused[i] ? "true" : "false");
+		first = 0;
+		i++;
+	}
+	fputs("]}\n", o);
+	bpf_object__close(obj); // pins keep programs and maps alive
+	return 0;
+}
+
+// ---- attach -----------------------------------------------------------------------------------
+
+static const struct {
+	const char *hook;
+	enum bpf_attach_type type;
+} cgroup_hooks[] = {
+	{ "connect4", BPF_CGROUP_INET4_CONNECT },
+	{ "connect6", BPF_CGROUP_INET6_CONNECT },
+	{ "sendmsg4", BPF_CGROUP_UDP4_SENDMSG },
+	{ "sendmsg6", BPF_CGROUP_UDP6_SENDMSG },
+	{ "recvmsg4", BPF_CGROUP_UDP4_RECVMSG },
+	{ "recvmsg6", BPF_CGROUP_UDP6_RECVMSG },
+	{ "getpeername4", BPF_CGROUP_INET4_GETPEERNAME },
+	{ "getpeername6", BPF_CGROUP_INET6_GETPEERNAME },
+	{ "getsockname4", BPF_CGROUP_INET4_GETSOCKNAME },
+	{ "getsockname6", BPF_CGROUP_INET6_GETSOCKNAME },
+	{ "bind4", BPF_CGROUP_INET4_BIND },
+	{ "bind6", BPF_CGROUP_INET6_BIND },
+	{ "post_bind4", BPF_CGROUP_INET4_POST_BIND },
+	{ "post_bind6", BPF_CGROUP_INET6_POST_BIND },
+	{ "sock_create", BPF_CGROUP_INET_SOCK_CREATE },
+	{ "sock_release", BPF_CGROUP_INET_SOCK_RELEASE },
+	{ "sock_ops", BPF_CGROUP_SOCK_OPS },
+	{ "ingress", BPF_CGROUP_INET_INGRESS },
+	{ "egress", BPF_CGROUP_INET_EGRESS },
+};
+
+static void print_link(const char *pin, int link_fd, int adopted)
+{
+	struct link_raw li;
+	link_info(link_fd, &li);
+	fputs("{\"link\":", stdout);
+	json_str(stdout, pin);
+	fprintf(stdout, ",\"id\":%u,\"progId\":%u,\"adopted\":%s}\n", li.id, li.prog_id,
+		adopted ? "true" : "false");
+}
+
+// attach-cgroup PROG_PIN CGROUP_DIR HOOK LINK_PIN
+// A live link already pinned at LINK_PIN on the same cgroup and hook is adopted: its program is
+// replaced in place instead of adding a second attachment. A dead one (cgroup gone) is replaced.
+static int cmd_attach_cgroup(int argc, char **argv)
+{
+	if (argc != 4)
+		usage();
+	const char *prog_pin = argv[0], *cgdir = argv[1], *hook = argv[2], *link_pin = argv[3];
+	int type = -1;
+
+	for (size_t i = 0; i < sizeof(cgroup_hooks) / sizeof(cgroup_hooks[0]); i++)
+		if (strcmp(hook, cgroup_hooks[i].hook) == 0)
+			type = cgroup_hooks[i].type;
+	if (type < 0)
+		fail(0, "unknown cgroup hook '%s'", hook);
+
+	int prog_fd = obj_get(prog_pin, "program");
+	int cg_fd = open(cgdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+	if (cg_fd < 0 || fstat(cg_fd, &st))
+		fail(errno, "open cgroup %s", cgdir);
+
+	if (path_exists(link_pin)) {
+		int link_fd = obj_get(link_pin, "link");
+		struct link_raw li;
+		link_info(link_fd, &li);
+		// On 64-bit kernels a cgroup's id is its cgroupfs inode number; 0 once the cgroup is gone.
+		if (li.type == BPF_LINK_TYPE_CGROUP && li.cgroup.cgroup_id == (__u64)st.st_ino &&
+		    li.cgroup.attach_type == (__u32)type) {
+			if (bpf_link_update(link_fd, prog_fd, NULL))
+				fail(errno, "replace program of %s with %s", link_pin, prog_pin);
+			print_link(link_pin, link_fd, 1);
+			return 0;
+		}
+		if (unlink(link_pin))
+			fail(errno, "remove stale link pin %s", link_pin);
+	}
+
+	int link_fd = bpf_link_create(prog_fd, cg_fd, type, NULL);
+	if (link_fd < 0)
+		fail(errno, "attach %s to cgroup %s as %s", prog_pin, cgdir, hook);
+	pin_replace(link_fd, link_pin);
+	print_link(link_pin, link_fd, 0);
+	return 0;
+}
+
+// attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN
+// NETNS is a path (/run/netns/NAME, /proc/PID/ns/net) or a bare name under /run/netns.
+// Uses a tcx link (kernel >= 6.6), created with the raw attach type libbpf 1.1 does not name.
+static int cmd_attach_tc(int argc, char **argv)
+{
+	if (argc != 5)
+		usage();
+	const char *prog_pin = argv[0], *netns = argv[1], *dev = argv[2], *dir = argv[3],
+		   *link_pin = argv[4];
+	char nspath[PATH_MAX];
+	int type;
+
+	if (strcmp(dir, "ingress") == 0)
+		type = WEFT_BPF_TCX_INGRESS;
+	else if (strcmp(dir, "egress") == 0)
+		type = WEFT_BPF_TCX_EGRESS;
+	else
+		fail(0, "direction must be ingress or egress, not '%s'", dir);
+
+	if (strchr(netns, '/'))
+		pathf(nspath, "%s", netns);
+	else
+		pathf(nspath, "/run/netns/%s", netns);
+
+	int prog_fd = obj_get(prog_pin, "program");
+	int ns_fd = open(nspath, O_RDONLY | O_CLOEXEC);
+	if (ns_fd < 0)
+		fail(errno, "open netns %s", nspath);
+	if (setns(ns_fd, CLONE_NEWNET))
+		fail(errno, "enter netns %s", nspath);
+	unsigned int ifindex = if_nametoindex(dev);
+	if (!ifindex)
+		fail(errno, "device %s in netns %s", dev, nspath);
+
+	if (path_exists(link_pin)) {
+		int link_fd = obj_get(link_pin, "link");
+		struct link_raw li;
+		link_info(link_fd, &li);
+		// ifindex is 0 once the device is gone.
+		if (li.type == WEFT_BPF_LINK_TYPE_TCX && li.tcx.ifindex == ifindex &&
+		    li.tcx.attach_type == (__u32)type) {
+			if (bpf_link_update(link_fd, prog_fd, NULL))
+				fail(errno, "replace program of %s with %s", link_pin, prog_pin);
+			print_link(link_pin, link_fd, 1);
+			return 0;
+		}
+		if (unlink(link_pin))
+			fail(errno, "remove stale link pin %s", link_pin);
+	}
+
+	int link_fd = bpf_link_create(prog_fd, ifindex, type, NULL);
+	if (link_fd < 0)
+		fail(errno, "attach %s to %s %s in netns %s (tcx)", prog_pin, dev, dir, nspath);
+	pin_replace(link_fd, link_pin);
+	print_link(link_pin, link_fd, 0);
+	return 0;
+}
+
+// replace LINK_PIN PROG_PIN: swap the link's program atomically; the attachment stays.
+static int cmd_replace(int argc, char **argv)
+{
+	if (argc != 2)
+		usage();
+	int link_fd = obj_get(argv[0], "link");
+	int prog_fd = obj_get(argv[1], "program");
+	struct link_raw li;
+
+	link_info(link_fd, &li);
+	__u32 old = li.prog_id;
+	if (bpf_link_update(link_fd, prog_fd, NULL))
+		fail(errno, "replace program of %s with %s", argv[0], argv[1]);
+	link_info(link_fd, &li);
+	fputs("{\"link\":", stdout);
+	json_str(stdout, argv[0]);
+	fprintf(stdout, ",\"id\":%u,\"progId\":%u,\"oldProgId\":%u}\n", li.id, li.prog_id, old);
+	return 0;
+}
+
+// detach LINK_PIN: detach the link from its hook and remove the pin. A missing pin is not an error.
+static int cmd_detach(int argc, char **argv)
+{
+	if (argc != 1)
+		usage();
+	const char *pin = argv[0];
+	if (!path_exists(pin)) {
+		fputs("{\"link\":", stdout);
+		json_str(stdout, pin);
+		fputs(",\"detached\":false}\n", stdout);
+		return 0;
+	}
+	int fd = obj_get(pin, "link");
+	// EINVAL/ENOLINK: already defunct (hook gone); unpinning frees it all the same.
+	if (bpf_link_detach(fd) && errno != EINVAL && errno != ENOLINK)
+		fail(errno, "detach %s", pin);
+	if (unlink(pin))
+		fail(errno, "unpin %s", pin);
+	fputs("{\"link\":", stdout);
+	json_str(stdout, pin);
+	fputs(",\"detached\":true}\n", stdout);
+	return 0;
+}
+
+static int cmd_link_info(int argc, char **argv)
+{
+	if (argc != 1)
+		usage();
+	int fd = obj_get(argv[0], "link");
+	struct link_raw li;
+	link_info(fd, &li);
+	fputs("{\"link\":", stdout);
+	json_str(stdout, argv[0]);
+	fprintf(stdout, ",\"id\":%u,\"type\":%u,\"progId\":%u", li.id, li.type, li.prog_id);
+	if (li.type == BPF_LINK_TYPE_CGROUP)
+		fprintf(stdout, ",\"cgroupId\":%llu,\"attachType\":%u",
+			(unsigned long long)li.cgroup.cgroup_id, li.cgroup.attach_type);
+	else if (li.type == WEFT_BPF_LINK_TYPE_TCX)
+		fprintf(stdout, ",\"ifindex\":%u,\"attachType\":%u", li.tcx.ifindex, li.tcx.attach_type);
+	fputs("}\n", stdout);
+	return 0;
+}
+
+// ---- maps ---------------------------------------------------------------------------------------
+
+// map-dump MAP_PIN: every entry as hex; per-CPU maps give one value per possible CPU, concatenated.
+static int cmd_map_dump(int argc, char **argv)
+{
+	if (argc != 1)
+		usage();
+	int fd = obj_get(argv[0], "map");
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		fail(errno, "map %s: info", argv[0]);
+	int percpu = info.type == BPF_MAP_TYPE_PERCPU_HASH || info.type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+		     info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+	int ncpu = percpu ? libbpf_num_possible_cpus() : 1;
+	size_t vsize = percpu ? ((info.value_size + 7) / 8 * 8) * (size_t)ncpu : info.value_size;
+	unsigned char *key = calloc(1, info.key_size + 1), *next = calloc(1, info.key_size + 1),
+		      *val = calloc(1, vsize + 1);
+	if (!key || !next || !val)
+		fail(ENOMEM, "map %s", argv[0]);
+
+	fputs("{\"map\":", stdout);
+	json_str(stdout, argv[0]);
+	fprintf(stdout, ",\"type\":%u,\"keySize\":%u,\"valueSize\":%u,\"cpus\":%d,\"entries\":[",
+		info.type, info.key_size, info.value_size, ncpu);
+	int first = 1, n = 0;
+	void *prev = NULL;
+	while (n < (int)info.max_entries + 1 && bpf_map_get_next_key(fd, prev, next) == 0) {
+		memcpy(key, next, info.key_size);
+		prev = key;
+		n++;
+		if (bpf_map_lookup_elem(fd, key, val))
+			continue; // deleted meanwhile
+		fputs(first ? "[" : ",[", stdout);
+		json_hex(stdout, key, info.key_size);
+		fputc(',', stdout);
+		json_hex(stdout, val, percpu ? vsize : info.value_size);
+		fputc(']', stdout);
+		first = 0;
+	}
+	fputs("]}\n", stdout);
+	return 0;
+}
+
+// ---- run ----------------------------------------------------------------------------------------
+
+static unsigned char *from_hex(const char *hex, size_t *len)
+{
+	size_t n = strlen(hex);
+	if (n % 2)
+		fail(0, "odd-length hex '%.40s'", hex);
+	unsigned char *out = calloc(1, n / 2 + 1);
+	if (!out)
+		fail(ENOMEM, "hex");
+	for (size_t i = 0; i < n / 2; i++) {
+		unsigned int b;
+		if (sscanf(hex + 2 * i, "%2x", &b) != 1)
+			fail(0, "bad hex at %zu in '%.40s'", 2 * i, hex);
+		out[i] = (unsigned char)b;
+	}
+	*len = n / 2;
+	return out;
+}
+
+// run PROG_PIN [--ctx HEX] [--data HEX] [--repeat N]: BPF_PROG_TEST_RUN, for BPF unit tests on
+// crafted input (packets in --data, context structs in --ctx) and for syscall programs.
+static int cmd_run(int argc, char **argv)
+{
+	if (argc < 1)
+		usage();
+	LIBBPF_OPTS(bpf_test_run_opts, opts);
+	size_t ctx_len = 0, data_len = 0;
+	unsigned char *ctx = NULL, *data = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--ctx") == 0 && i + 1 < argc)
+			ctx = from_hex(argv[++i], &ctx_len);
+		else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+			data = from_hex(argv[++i], &data_len);
+		else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
+			opts.repeat = (int)strtoul(argv[++i], NULL, 0);
+		else
+			usage();
+	}
+	int fd = obj_get(argv[0], "program");
+	size_t out_cap = data_len + 4096;
+	unsigned char *out = data ? calloc(1, out_cap) : NULL;
+	if (ctx) {
+		opts.ctx_in = ctx;
+		opts.ctx_size_in = ctx_len;
+	}
+	if (data) {
+		opts.data_in = data;
+		opts.data_size_in = data_len;
+		opts.data_out = out;
+		opts.data_size_out = out_cap;
+	}
+	if (bpf_prog_test_run_opts(fd, &opts))
+		fail(errno, "test-run %s", argv[0]);
+	fprintf(stdout, "{\"retval\":%u,\"durationNs\":%u", opts.retval, opts.duration);
+	if (data) {
+		fputs(",\"dataOut\":", stdout);
+		json_hex(stdout, out, opts.data_size_out);
+	}
+	fputs("}\n", stdout);
+	return 0;
+}
+
+// ---- ringbuf ------------------------------------------------------------------------------------
+
+// Frames on stdout, little-endian: u32 header (bit 31 = control, low 31 bits = payload length),
+// then the payload. Data frames carry one record exactly as the BPF program wrote it.
+// Control frames carry u32 kind + u64 value: kind 0 = ready (value 0), kind 1 = lost total.
+#define FRAME_CONTROL 0x80000000u
+#define CONTROL_READY 0
+#define CONTROL_LOST 1
+
+static volatile sig_atomic_t g_stop;
+static unsigned char *g_out;
+static size_t g_out_len, g_out_cap;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	g_stop = 1;
+}
+
+static void flush_out(void)
+{
+	size_t off = 0;
+	while (off < g_out_len) {
+		ssize_t n = write(STDOUT_FILENO, g_out + off, g_out_len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EPIPE)
+				exit(0); // the reader went away: nothing left to do
+			fail(errno, "write records to stdout");
+		}
+		off += (size_t)n;
+	}
+	g_out_len = 0;
+}
+
+static void put_frame(__u32 header, const void *a, size_t alen, const void *b, size_t blen)
+{
+	if (g_out_len + 4 + alen + blen > g_out_cap)
+		flush_out();
+	if (4 + alen + blen > g_out_cap)
+		fail(0, "record of %zu bytes exceeds --batch-bytes", alen + blen);
+	memcpy(g_out + g_out_len, &header, 4);
+	memcpy(g_out + g_out_len + 4, a, alen);
+	if (blen)
+		memcpy(g_out + g_out_len + 4 + alen, b, blen);
+	g_out_len += 4 + alen + blen;
+}
+
+static void put_control(__u32 kind, __u64 value)
+{
+	put_frame(FRAME_CONTROL | 12, &kind, 4, &value, 8);
+}
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+	(void)ctx;
+	put_frame((__u32)size, data, size, NULL, 0);
+	return 0;
+}
+
+static __u64 read_lost(int fd)
+{
+	__u32 zero = 0;
+	__u64 v[1024] = {};
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+
+	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len) || bpf_map_lookup_elem(fd, &zero, v))
+		return 0;
+	if (info.type != BPF_MAP_TYPE_PERCPU_ARRAY)
+		return v[0];
+	__u64 sum = 0;
+	int ncpu = libbpf_num_possible_cpus();
+	for (int i = 0; i < ncpu && i < 1024; i++)
+		sum += v[i];
+	return sum;
+}
+
+static __u64 now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u64)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+// ringbuf MAP_PIN [--lost-map MAP_PIN] [--batch-bytes N]
+// Streams records until SIGTERM/SIGINT, stdout closing, or the parent dying.
+// --lost-map names an array (or per-CPU array) whose key 0 counts events the program could not
+// reserve room for; its total is reported as a control frame whenever it changes.
+static int cmd_ringbuf(int argc, char **argv)
+{
+	if (argc < 1)
+		usage();
+	const char *pin = argv[0], *lost_pin = NULL;
+	size_t batch = 1 << 20;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--lost-map") == 0 && i + 1 < argc)
+			lost_pin = argv[++i];
+		else if (strcmp(argv[i], "--batch-bytes") == 0 && i + 1 < argc)
+			batch = strtoull(argv[++i], NULL, 0);
+		else
+			usage();
+	}
+	if (batch < 4096)
+		batch = 4096;
+
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() == 1)
+		return 0; // parent already gone
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	int fd = obj_get(pin, "ring buffer");
+	int lost_fd = lost_pin ? obj_get(lost_pin, "lost counter map") : -1;
+	g_out_cap = batch;
+	g_out = malloc(g_out_cap);
+	if (!g_out)
+		fail(ENOMEM, "ring buffer output");
+	struct ring_buffer *rb = ring_buffer__new(fd, on_record, NULL, NULL);
+	if (!rb)
+		fail(errno, "open ring buffer %s", pin);
+
+	__u64 lost = read_lost(lost_fd), next_check = now_ms() + 200;
+	put_control(CONTROL_READY, 0);
+	put_control(CONTROL_LOST, lost);
+	flush_out();
+	while (!g_stop) {
+		int n = ring_buffer__poll(rb, 100);
+		if (n < 0 && n != -EINTR)
+			fail(n, "poll ring buffer %s", pin);
+		if (lost_fd >= 0 && now_ms() >= next_check) {
+			__u64 l = read_lost(lost_fd);
+			if (l != lost)
+				put_control(CONTROL_LOST, l);
+			lost = l;
+			next_check = now_ms() + 200;
+		}
+		if (g_out_len)
+			flush_out();
+	}
+	ring_buffer__free(rb);
+	return 0;
+}
+
+// ---- main ---------------------------------------------------------------------------------------
+
+int main(int argc, char **argv)
+{
+	const char *v = getenv("WEFT_BPF_VERBOSE");
+	g_verbose = v && *v && strcmp(v, "0") != 0;
+	libbpf_set_print(on_libbpf_print);
+	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
+	if (argc < 2)
+		usage();
+	g_cmd = argv[1];
+	char **rest = argv + 2;
+	int n = argc - 2;
+
+	if (strcmp(g_cmd, "load") == 0)
+		return cmd_load(n, rest);
+	if (strcmp(g_cmd, "attach-cgroup") == 0)
+		return cmd_attach_cgroup(n, rest);
+	if (strcmp(g_cmd, "attach-tc") == 0)
+		return cmd_attach_tc(n, rest);
+	if (strcmp(g_cmd, "replace") == 0)
+		return cmd_replace(n, rest);
+	if (strcmp(g_cmd, "detach") == 0)
+		return cmd_detach(n, rest);
+	if (strcmp(g_cmd, "link-info") == 0)
+		return cmd_link_info(n, rest);
+	if (strcmp(g_cmd, "map-dump") == 0)
+		return cmd_map_dump(n, rest);
+	if (strcmp(g_cmd, "run") == 0)
+		return cmd_run(n, rest);
+	if (strcmp(g_cmd, "ringbuf") == 0)
+		return cmd_ringbuf(n, rest);
+	usage();
+}

@@ -1,0 +1,457 @@
+// Loads, attaches, pins and replaces BPF programs by driving the helper build/bin/weft-bpf
+// (native/weft-bpf.c) as a child process: one JSON line per command, binary frames for ring buffers.
+// Holds no kernel state itself: everything that must outlive the agent is pinned in bpffs.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { readdir, rm } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { WeftError } from "../core/errors.ts";
+
+const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const BPFFS = "/sys/fs/bpf";
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** The helper binary; WEFT_BPF_HELPER overrides it (tests, packaged installs). */
+export function helperPath(): string {
+  return process.env.WEFT_BPF_HELPER ?? `${REPO_ROOT}build/bin/weft-bpf`;
+}
+
+/** A compiled datapath object, `bpf/<name>.c` built by scripts/build-bpf.sh. */
+export function objectPath(name: string): string {
+  return `${REPO_ROOT}build/bpf/${name}.o`;
+}
+
+const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+
+function checkSegment(kind: string, value: string): string {
+  // bpffs refuses names with a dot; a slash or ".." would escape the pin root.
+  if (!SEGMENT.test(value)) {
+    throw new WeftError("WEFT_BPF", `${kind} "${value}" must match ${SEGMENT.source}`, "pin path");
+  }
+  return value;
+}
+
+/** Where one node's maps, programs and links are pinned: /sys/fs/bpf/weft/<cluster>/<node>. */
+export function pinRoot(cluster: string, node: string, bpffs: string = BPFFS): string {
+  return `${bpffs}/weft/${checkSegment("cluster", cluster)}/${checkSegment("node", node)}`;
+}
+
+/** Layout under a pin root; the helper's `load` writes maps/ and progs/, attach commands links/. */
+export const pins = {
+  map: (root: string, map: string): string => `${root}/maps/${checkSegment("map", map)}`,
+  program: (root: string, object: string, program: string): string => `${root}/progs/${checkSegment("object", object)}/${checkSegment("program", program)}`,
+  link: (root: string, name: string): string => `${root}/links/${checkSegment("link", name)}`,
+};
+
+// ---- the helper as a child process ----------------------------------------------------------
+
+interface HelperResult {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+function runHelper(args: string[], timeoutMs: number): Promise<HelperResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(helperPath(), args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(new WeftError("WEFT_BPF", `cannot run ${helperPath()}: ${err.message} (run scripts/build-bpf.sh)`, args[0]));
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ stdout, stderr, code, signal });
+    });
+  });
+}
+
+function helperError(args: string[], r: HelperResult, timeoutMs: number): WeftError {
+  if (r.signal === "SIGKILL") {
+    return new WeftError("WEFT_TIMEOUT", `weft-bpf ${args.join(" ")} did not finish in ${timeoutMs} ms`, args[0]);
+  }
+  const line = r.stderr.trim().split("\n").pop() ?? "";
+  const message = line.replace(/^WEFT_BPF:\s*/, "") || `weft-bpf exited with ${r.code ?? r.signal}`;
+  return new WeftError("WEFT_BPF", message);
+}
+
+async function call<T>(args: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<T> {
+  const r = await runHelper(args, timeoutMs);
+  if (r.code !== 0) throw helperError(args, r, timeoutMs);
+  try {
+    return JSON.parse(r.stdout) as T;
+  } catch {
+    throw new WeftError("WEFT_BPF", `unreadable answer from weft-bpf: ${r.stdout.slice(0, 200)}`, args[0]);
+  }
+}
+
+// ---- load -------------------------------------------------------------------------------------
+
+export interface LoadedProgram {
+  name: string;
+  section: string;
+  pin: string;
+  id: number;
+}
+
+export interface LoadedMap {
+  name: string;
+  pin: string;
+  id: number;
+  /** The map was already pinned (an earlier load) and was adopted with its contents. */
+  reused: boolean;
+}
+
+export interface LoadedObject {
+  object: string;
+  programs: LoadedProgram[];
+  maps: LoadedMap[];
+}
+
+export interface LoadOptions {
+  /** Values for `const volatile` globals in the object's .rodata, fixed at load time. */
+  constants?: Record<string, number | bigint>;
+}
+
+/**
+ * Loads a compiled object and pins it under `root`: maps at maps/<map> (an already-pinned map of
+ * the same name and shape is reused, never flushed), programs at progs/<object>/<program>
+ * (replacing an older version's pin). Attachments are untouched: see attach* and replaceProgram.
+ */
+export async function loadObject(object: string, root: string, opts: LoadOptions = {}): Promise<LoadedObject> {
+  const args = ["load", object, root];
+  for (const [name, value] of Object.entries(opts.constants ?? {})) {
+    args.push("--const", `${name}=${BigInt(value).toString()}`);
+  }
+  return call<LoadedObject>(args);
+}
+
+/** One program of a loaded object, by name; throws WEFT_BPF if the object has no such program. */
+export function programOf(loaded: LoadedObject, name: string): LoadedProgram {
+  const p = loaded.programs.find((x) => x.name === name);
+  if (!p) throw new WeftError("WEFT_BPF", `object ${loaded.object} has no program ${name}`, loaded.object);
+  return p;
+}
+
+// ---- attach, replace, detach ----------------------------------------------------------------
+
+export type CgroupHook =
+  | "connect4"
+  | "connect6"
+  | "sendmsg4"
+  | "sendmsg6"
+  | "recvmsg4"
+  | "recvmsg6"
+  | "getpeername4"
+  | "getpeername6"
+  | "getsockname4"
+  | "getsockname6"
+  | "bind4"
+  | "bind6"
+  | "post_bind4"
+  | "post_bind6"
+  | "sock_create"
+  | "sock_release"
+  | "sock_ops"
+  | "ingress"
+  | "egress";
+
+export type TcDirection = "ingress" | "egress";
+
+export interface LinkState {
+  link: string;
+  id: number;
+  progId: number;
+  /** A live link was already pinned there (agent restart): its program was replaced in place. */
+  adopted: boolean;
+}
+
+/**
+ * Attaches a pinned program to a cgroup (v2 directory) as a BPF link pinned at `linkPin`.
+ * Idempotent: a live link already pinned there for the same cgroup and hook gets the new program
+ * instead, so a restarted agent never stacks a second attachment.
+ */
+export function attachCgroup(progPin: string, cgroupDir: string, hook: CgroupHook, linkPin: string): Promise<LinkState> {
+  return call<LinkState>(["attach-cgroup", progPin, cgroupDir, hook, linkPin]);
+}
+
+/**
+ * Attaches a pinned tc program to `device` inside network namespace `netns` (a name under
+ * /run/netns or a path) as a tcx link pinned at `linkPin`. Idempotent as attachCgroup.
+ */
+export function attachTc(progPin: string, netns: string, device: string, direction: TcDirection, linkPin: string): Promise<LinkState> {
+  return call<LinkState>(["attach-tc", progPin, netns, device, direction, linkPin]);
+}
+
+export interface ReplaceResult {
+  link: string;
+  id: number;
+  progId: number;
+  oldProgId: number;
+}
+
+/** Swaps the program behind a pinned link atomically; the attachment itself never goes away. */
+export function replaceProgram(linkPin: string, progPin: string): Promise<ReplaceResult> {
+  return call<ReplaceResult>(["replace", linkPin, progPin]);
+}
+
+/** Detaches a pinned link and removes its pin. Returns false when nothing was pinned there. */
+export async function detach(linkPin: string): Promise<boolean> {
+  const r = await call<{ detached: boolean }>(["detach", linkPin]);
+  return r.detached;
+}
+
+export interface LinkInfo {
+  link: string;
+  id: number;
+  type: number;
+  progId: number;
+  cgroupId?: number;
+  ifindex?: number;
+  attachType?: number;
+}
+
+export function linkInfo(linkPin: string): Promise<LinkInfo> {
+  return call<LinkInfo>(["link-info", linkPin]);
+}
+
+/**
+ * Removes a pin tree (a node's root, or part of it). Links in it are detached first, so nothing
+ * stays attached through another holder. Refuses paths outside /sys/fs/bpf/weft/.
+ */
+export async function removePins(dir: string): Promise<void> {
+  if (!dir.startsWith(`${BPFFS}/weft/`) || dir.includes("..")) {
+    throw new WeftError("WEFT_BPF", "refusing to remove pins outside /sys/fs/bpf/weft/", dir);
+  }
+  const linkDirs = [`${dir}/links`];
+  try {
+    for (const node of await readdir(dir)) linkDirs.push(`${dir}/${node}/links`);
+  } catch {
+    return; // nothing pinned
+  }
+  for (const linkDir of linkDirs) {
+    let names: string[] = [];
+    try {
+      names = await readdir(linkDir);
+    } catch {
+      continue;
+    }
+    for (const name of names) await detach(`${linkDir}/${name}`).catch(() => undefined);
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+// ---- test runs ----------------------------------------------------------------------------------
+
+export interface RunOptions {
+  /** The program's context (e.g. struct __sk_buff, or a syscall program's argument struct). */
+  ctx?: Buffer;
+  /** Packet bytes for networking programs. */
+  data?: Buffer;
+  repeat?: number;
+}
+
+export interface RunResult {
+  retval: number;
+  /** Mean run time per repetition, as the kernel measured it. */
+  durationNs: number;
+  dataOut?: Buffer;
+}
+
+/** Runs a pinned program once (or `repeat` times) on crafted input: BPF_PROG_TEST_RUN. */
+export async function runProgram(progPin: string, opts: RunOptions = {}): Promise<RunResult> {
+  const args = ["run", progPin];
+  if (opts.ctx) args.push("--ctx", opts.ctx.toString("hex"));
+  if (opts.data) args.push("--data", opts.data.toString("hex"));
+  if (opts.repeat) args.push("--repeat", String(opts.repeat));
+  const r = await call<{ retval: number; durationNs: number; dataOut?: string }>(args);
+  return {
+    retval: r.retval,
+    durationNs: r.durationNs,
+    ...(r.dataOut === undefined ? {} : { dataOut: Buffer.from(r.dataOut, "hex") }),
+  };
+}
+
+// ---- maps -------------------------------------------------------------------------------------
+
+export interface MapEntry {
+  key: Buffer;
+  /** For per-CPU maps: one value per possible CPU, each padded to 8 bytes, concatenated. */
+  value: Buffer;
+}
+
+export interface MapDump {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  cpus: number;
+  entries: MapEntry[];
+}
+
+/** Reads every entry of a pinned map. For inspection and tests; the agent's hot paths use mirrors. */
+export async function dumpMap(mapPin: string): Promise<MapDump> {
+  const raw = await call<Omit<MapDump, "entries"> & { entries: [string, string][] }>(["map-dump", mapPin]);
+  return {
+    ...raw,
+    entries: raw.entries.map(([k, v]) => ({ key: Buffer.from(k, "hex"), value: Buffer.from(v, "hex") })),
+  };
+}
+
+// ---- ring buffer --------------------------------------------------------------------------------
+
+const FRAME_CONTROL = 0x80000000;
+const CONTROL_READY = 0;
+const CONTROL_LOST = 1;
+
+export interface RingBufferOptions {
+  /** Array map whose key 0 counts events the program could not reserve room for. */
+  lostMap?: string;
+  /** Helper's output batch size in bytes (default 1 MiB). */
+  batchBytes?: number;
+  /** How long to wait for the helper to open the ring buffer. */
+  openTimeoutMs?: number;
+}
+
+/**
+ * A pinned BPF ring buffer read through the helper. Iterating yields batches of records (one
+ * Buffer per record, exactly as the program wrote it); `records()` yields them one by one.
+ * Batches keep per-record overhead low enough for >= 1M events/s.
+ */
+export class RingBufferReader implements AsyncIterable<Buffer[]> {
+  /** Total events the program reported as lost (ring full), as last seen. */
+  lost = 0;
+  private pending: Buffer = Buffer.alloc(0);
+  /** Records that arrived in the same read as the ready frame. */
+  private early: Buffer[] = [];
+  private closing = false;
+  private stderr = "";
+  private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly chunks: AsyncIterator<Buffer>;
+
+  constructor(
+    private readonly child: ChildProcess,
+    private readonly mapPin: string,
+  ) {
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      this.stderr += d;
+    });
+    this.exited = new Promise((resolve) => child.on("close", (code, signal) => resolve({ code, signal })));
+    if (!child.stdout) throw new WeftError("WEFT_BPF", "ring buffer helper has no stdout", mapPin);
+    this.chunks = (child.stdout as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  }
+
+  /** Parses whole frames from `pending` + chunk; control frames update state, data frames return. */
+  private parse(chunk: Buffer, out: Buffer[]): boolean {
+    const buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    let off = 0;
+    let ready = false;
+    while (off + 4 <= buf.length) {
+      const header = buf.readUInt32LE(off);
+      const len = header & ~FRAME_CONTROL;
+      if (off + 4 + len > buf.length) break;
+      if (header & FRAME_CONTROL) {
+        const kind = buf.readUInt32LE(off + 4);
+        if (kind === CONTROL_READY) ready = true;
+        else if (kind === CONTROL_LOST) this.lost = Number(buf.readBigUInt64LE(off + 8));
+      } else {
+        out.push(buf.subarray(off + 4, off + 4 + len));
+      }
+      off += 4 + len;
+    }
+    this.pending = off < buf.length ? Buffer.from(buf.subarray(off)) : Buffer.alloc(0);
+    return ready;
+  }
+
+  /** Resolves once the helper has the ring buffer open; records already read are kept. */
+  async waitReady(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    try {
+      for (let i = 0; i < 1_000; i++) {
+        const next = await Promise.race([this.chunks.next(), timeout]);
+        if (next === "timeout") {
+          throw new WeftError("WEFT_TIMEOUT", `ring buffer helper not ready after ${timeoutMs} ms`, this.mapPin);
+        }
+        if (next.done) throw await this.failure();
+        if (this.parse(next.value, this.early)) return;
+      }
+      throw new WeftError("WEFT_BPF", "ring buffer helper sent no ready frame", this.mapPin);
+    } catch (err) {
+      await this.close();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async failure(): Promise<WeftError> {
+    const { code, signal } = await this.exited;
+    const line = this.stderr.trim().split("\n").pop() ?? "";
+    return new WeftError("WEFT_BPF", line.replace(/^WEFT_BPF:\s*/, "") || `ring buffer helper exited with ${code ?? signal}`, this.mapPin);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer[]> {
+    if (this.early.length) {
+      const first = this.early;
+      this.early = [];
+      yield first;
+    }
+    for (;;) {
+      const next = await this.chunks.next();
+      if (next.done) {
+        if (!this.closing) {
+          const { code } = await this.exited;
+          if (code !== 0) throw await this.failure();
+        }
+        return;
+      }
+      const records: Buffer[] = [];
+      this.parse(next.value, records);
+      if (records.length) yield records;
+    }
+  }
+
+  /** The same records one at a time; convenient, but batches are cheaper at high rates. */
+  async *records(): AsyncGenerator<Buffer> {
+    for await (const batch of this) yield* batch;
+  }
+
+  /** Stops the helper (SIGTERM, then SIGKILL after 2 s) and waits for it to exit. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 2_000);
+    await this.exited;
+    clearTimeout(timer);
+    this.child.stdout?.destroy();
+  }
+}
+
+/**
+ * Opens a pinned ring buffer map. Resolves once the helper is consuming it. Records written
+ * before that are not lost: they wait in the ring and come with the first batches.
+ */
+export async function openRingBuffer(mapPin: string, opts: RingBufferOptions = {}): Promise<RingBufferReader> {
+  const args = ["ringbuf", mapPin];
+  if (opts.lostMap) args.push("--lost-map", opts.lostMap);
+  if (opts.batchBytes) args.push("--batch-bytes", String(opts.batchBytes));
+  const child = spawn(helperPath(), args, { stdio: ["ignore", "pipe", "pipe"] });
+  const spawnError = new Promise<never>((_, reject) =>
+    child.once("error", (err) => reject(new WeftError("WEFT_BPF", `cannot run ${helperPath()}: ${err.message} (run scripts/build-bpf.sh)`, mapPin))),
+  );
+  const reader = new RingBufferReader(child, mapPin);
+  await Promise.race([reader.waitReady(opts.openTimeoutMs ?? 10_000), spawnError]);
+  return reader;
+}

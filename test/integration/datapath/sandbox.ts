@@ -1,0 +1,156 @@
+// Throwaway kernel objects for datapath integration tests: one network namespace, one child
+// cgroup (never the root one), one bpffs pin root, all named weft-test-<suite>-<pid>-<random>.
+// Removes what an earlier, killed run of the same suite left (its pid is gone). Never touches the
+// root network namespace beyond creating and deleting the namespace itself.
+
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
+import { pinRoot, removePins } from "../../../src/datapath/loader.ts";
+
+const run = promisify(execFile);
+export const CGROUP2 = "/sys/fs/cgroup/unified";
+const NETNS_DIR = "/run/netns";
+const BPFFS_WEFT = "/sys/fs/bpf/weft";
+
+export interface Sandbox {
+  id: string;
+  netns: string;
+  cgroup: string;
+  cluster: string;
+  pinRoot: string;
+  /** Starts a process inside the netns (not in the cgroup); it is killed by dispose(). */
+  spawnInNetns(argv: string[]): ChildProcess;
+  /** Starts a process placed in the cgroup *before* it execs, inside the netns. */
+  spawnInCgroup(argv: string[]): ChildProcess;
+  dispose(): Promise<void>;
+}
+
+/** A process that exists and is not a zombie (a killed run's process may linger unreaped). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+function stalePid(name: string, prefix: string): boolean {
+  const m = new RegExp(`^${prefix}(\\d+)-[0-9a-f]+$`).exec(name);
+  return m !== null && !alive(Number(m[1]));
+}
+
+/** Moves every process out of a cgroup tree (to the cgroup2 root) and removes it, deepest first. */
+function removeCgroup(dir: string): void {
+  if (!dir.startsWith(`${CGROUP2}/weft-test-`)) throw new Error(`refusing to remove cgroup ${dir}`);
+  if (!existsSync(dir)) return;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) removeCgroup(`${dir}/${e.name}`);
+  }
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const pids = readFileSync(`${dir}/cgroup.procs`, "utf8").split("\n").filter(Boolean);
+    for (const pid of pids) {
+      try {
+        writeFileSync(`${CGROUP2}/cgroup.procs`, pid);
+      } catch {
+        // exited meanwhile
+      }
+    }
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EBUSY") throw err;
+    }
+  }
+  throw new Error(`cgroup ${dir} stays busy`);
+}
+
+async function deleteNetns(name: string): Promise<void> {
+  if (existsSync(`${NETNS_DIR}/${name}`)) await run("ip", ["netns", "delete", name]);
+}
+
+/** Removes leftovers of earlier runs of this suite whose process is gone. */
+export async function removeStale(suite: string): Promise<string[]> {
+  const prefix = `weft-test-${suite}-`;
+  const removed: string[] = [];
+  if (existsSync(NETNS_DIR)) {
+    for (const name of readdirSync(NETNS_DIR)) {
+      if (stalePid(name, prefix)) {
+        await deleteNetns(name);
+        removed.push(`netns ${name}`);
+      }
+    }
+  }
+  for (const name of readdirSync(CGROUP2)) {
+    if (stalePid(name, prefix)) {
+      removeCgroup(`${CGROUP2}/${name}`);
+      removed.push(`cgroup ${name}`);
+    }
+  }
+  if (existsSync(BPFFS_WEFT)) {
+    for (const name of readdirSync(BPFFS_WEFT)) {
+      if (stalePid(name, `test-${suite}-`)) {
+        await removePins(`${BPFFS_WEFT}/${name}`);
+        removed.push(`pins ${name}`);
+      }
+    }
+  }
+  return removed;
+}
+
+export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox> {
+  const id = `${process.pid}-${randomBytes(3).toString("hex")}`;
+  const netns = `weft-test-${suite}-${id}`;
+  const cgroup = `${CGROUP2}/weft-test-${suite}-${id}`;
+  const cluster = `test-${suite}-${id}`;
+  const children: ChildProcess[] = [];
+
+  const sandbox: Sandbox = {
+    id,
+    netns,
+    cgroup,
+    cluster,
+    pinRoot: pinRoot(cluster, node),
+    spawnInNetns(argv) {
+      const child = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: ["pipe", "pipe", "pipe"] });
+      children.push(child);
+      return child;
+    },
+    spawnInCgroup(argv) {
+      // sh writes its own pid into the cgroup, then execs; `ip netns exec` execs too, so the
+      // final program keeps this pid and everything it does runs under the cgroup's hooks.
+      const script = 'echo $$ > "$1/cgroup.procs" && shift && exec ip netns exec "$@"';
+      const child = spawn("sh", ["-c", script, "sh", cgroup, netns, ...argv], { stdio: ["pipe", "pipe", "pipe"] });
+      children.push(child);
+      return child;
+    },
+    async dispose() {
+      for (const c of children) {
+        if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) c.kill("SIGKILL");
+      }
+      await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once("close", r)))));
+      const errors: unknown[] = [];
+      await removePins(`${BPFFS_WEFT}/${cluster}`).catch((e) => errors.push(e));
+      try {
+        removeCgroup(cgroup);
+      } catch (e) {
+        errors.push(e);
+      }
+      await deleteNetns(netns).catch((e) => errors.push(e));
+      if (errors.length) throw new AggregateError(errors, "sandbox cleanup failed");
+    },
+  };
+
+  try {
+    await run("ip", ["netns", "add", netns]);
+    await run("ip", ["-n", netns, "link", "set", "lo", "up"]);
+    await run("mkdir", [cgroup]);
+  } catch (err) {
+    await sandbox.dispose().catch(() => undefined);
+    throw err;
+  }
+  return sandbox;
+}
