@@ -72,7 +72,7 @@ __attribute__((noreturn)) static void usage(void)
 		"WEFT_BPF: usage: weft-bpf load OBJ PIN_DIR [--const NAME=VALUE]... | "
 		"attach-cgroup PROG_PIN CGROUP_DIR HOOK LINK_PIN | "
 		"attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN | replace LINK_PIN PROG_PIN | "
-		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | "
+		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | map-write (stdin: u PIN KEY VAL | d PIN KEY) | "
 		"run PROG_PIN [--ctx HEX] [--data HEX] [--repeat N] | "
 		"ringbuf MAP_PIN [--lost-map MAP_PIN] [--batch-bytes N]\n");
 	exit(2);
@@ -866,6 +866,78 @@ static int cmd_ringbuf(int argc, char **argv)
 	return 0;
 }
 
+// ---- map writes ---------------------------------------------------------------------------------
+
+// map-write: applies a batch read from stdin, one operation per line:
+//   u MAP_PIN KEYHEX VALUEHEX    create or replace an entry
+//   d MAP_PIN KEYHEX             delete an entry (absent is not an error)
+// Stops at the first failure, naming its line; prints {"updated":N,"deleted":N,"absent":N}.
+#define MAP_WRITE_MAX_PINS 64
+static int cmd_map_write(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 0)
+		usage();
+	char *pins[MAP_WRITE_MAX_PINS];
+	int fds[MAP_WRITE_MAX_PINS], npins = 0;
+	struct bpf_map_info infos[MAP_WRITE_MAX_PINS];
+	long updated = 0, deleted = 0, absent = 0, lineno = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	while ((got = getline(&line, &cap, stdin)) > 0) {
+		lineno++;
+		oneline(line);
+		if (!line[0])
+			continue;
+		char *save = NULL, *op = strtok_r(line, " ", &save), *pin = strtok_r(NULL, " ", &save),
+		     *khex = strtok_r(NULL, " ", &save), *vhex = strtok_r(NULL, " ", &save);
+		if (!op || !pin || !khex || (op[0] == 'u' && !vhex) || (op[0] != 'u' && op[0] != 'd'))
+			fail(0, "line %ld: expected 'u PIN KEY VALUE' or 'd PIN KEY'", lineno);
+		int fd = -1, idx = -1;
+		for (int i = 0; i < npins; i++)
+			if (strcmp(pins[i], pin) == 0)
+				idx = i;
+		if (idx < 0) {
+			if (npins == MAP_WRITE_MAX_PINS)
+				fail(0, "line %ld: more than %d maps in one batch", lineno, MAP_WRITE_MAX_PINS);
+			idx = npins++;
+			fds[idx] = obj_get(pin, "map");
+			pins[idx] = strdup(pin);
+			memset(&infos[idx], 0, sizeof(infos[idx]));
+			__u32 ilen = sizeof(infos[idx]);
+			if (bpf_obj_get_info_by_fd(fds[idx], &infos[idx], &ilen))
+				fail(errno, "line %ld: map %s: info", lineno, pin);
+		}
+		fd = fds[idx];
+		size_t klen, vlen;
+		unsigned char *key = from_hex(khex, &klen);
+		if (klen != infos[idx].key_size)
+			fail(0, "line %ld: %s: key has %zu bytes, the map's keys have %u", lineno, pin, klen,
+			     infos[idx].key_size);
+		if (op[0] == 'u') {
+			unsigned char *val = from_hex(vhex, &vlen);
+			if (vlen != infos[idx].value_size)
+				fail(0, "line %ld: %s: value has %zu bytes, the map's values have %u", lineno, pin,
+				     vlen, infos[idx].value_size);
+			if (bpf_map_update_elem(fd, key, val, BPF_ANY))
+				fail(errno, "line %ld: update %s", lineno, pin);
+			free(val);
+			updated++;
+		} else if (bpf_map_delete_elem(fd, key)) {
+			if (errno != ENOENT)
+				fail(errno, "line %ld: delete %s", lineno, pin);
+			absent++;
+		} else {
+			deleted++;
+		}
+		free(key);
+	}
+	free(line);
+	printf("{\"updated\":%ld,\"deleted\":%ld,\"absent\":%ld}\n", updated, deleted, absent);
+	return 0;
+}
+
 // ---- main ---------------------------------------------------------------------------------------
 
 int main(int argc, char **argv)
@@ -896,6 +968,8 @@ int main(int argc, char **argv)
 		return cmd_map_dump(n, rest);
 	if (strcmp(g_cmd, "run") == 0)
 		return cmd_run(n, rest);
+	if (strcmp(g_cmd, "map-write") == 0)
+		return cmd_map_write(n, rest);
 	if (strcmp(g_cmd, "ringbuf") == 0)
 		return cmd_ringbuf(n, rest);
 	usage();

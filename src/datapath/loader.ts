@@ -52,9 +52,10 @@ interface HelperResult {
   signal: NodeJS.Signals | null;
 }
 
-function runHelper(args: string[], timeoutMs: number): Promise<HelperResult> {
+function runHelper(args: string[], timeoutMs: number, input?: string): Promise<HelperResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(helperPath(), args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(helperPath(), args, { stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    if (input !== undefined) child.stdin?.end(input);
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => {
@@ -84,8 +85,8 @@ function helperError(args: string[], r: HelperResult, timeoutMs: number): WeftEr
   return new WeftError("WEFT_BPF", message);
 }
 
-async function call<T>(args: string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<T> {
-  const r = await runHelper(args, timeoutMs);
+async function call<T>(args: string[], timeoutMs = DEFAULT_TIMEOUT_MS, input?: string): Promise<T> {
+  const r = await runHelper(args, timeoutMs, input);
   if (r.code !== 0) throw helperError(args, r, timeoutMs);
   try {
     return JSON.parse(r.stdout) as T;
@@ -304,6 +305,21 @@ export async function dumpMap(mapPin: string): Promise<MapDump> {
     ...raw,
     entries: raw.entries.map(([k, v]) => ({ key: Buffer.from(k, "hex"), value: Buffer.from(v, "hex") })),
   };
+}
+
+export type MapWrite = { op: "update"; map: string; key: Buffer; value: Buffer } | { op: "delete"; map: string; key: Buffer };
+
+export interface MapWriteResult {
+  updated: number;
+  deleted: number;
+  absent: number;
+}
+
+/** Applies a batch of updates and deletes (to one or more pinned maps) in one helper run, in order. */
+export async function writeMaps(ops: MapWrite[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<MapWriteResult> {
+  if (ops.length === 0) return { updated: 0, deleted: 0, absent: 0 };
+  const lines = ops.map((o) => (o.op === "update" ? `u ${o.map} ${o.key.toString("hex")} ${o.value.toString("hex")}` : `d ${o.map} ${o.key.toString("hex")}`));
+  return call<MapWriteResult>(["map-write"], timeoutMs, `${lines.join("\n")}\n`);
 }
 
 // ---- ring buffer --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import {
   type RingBufferReader,
   replaceProgram,
 } from "../../../src/datapath/loader.ts";
-import { createSandbox, removeStale, type Sandbox } from "./sandbox.ts";
+import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
 
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
@@ -277,5 +277,42 @@ describe("datapath loader (real BPF, throwaway netns + child cgroup)", { timeout
     await new Promise((r) => setTimeout(r, 200)); // give a stray event time to show up
     assert.equal(events.length, 5, "no event after detach");
     assert.equal(existsSync(link.cg), false);
+  });
+});
+
+describe("map writes in batches", () => {
+  it("updates and deletes entries of a pinned map, in order, and reports absent keys", async () => {
+    const { createSandbox } = await import("../../harness/sandbox.ts");
+    const { loadObject, objectPath, writeMaps, dumpMap, pins } = await import("../../../src/datapath/loader.ts");
+    const sb = await createSandbox("mapwrite");
+    try {
+      await loadObject(objectPath("probe"), sb.pinRoot, { constants: { weft_probe_version: 1 } });
+      const map = pins.map(sb.pinRoot, "probe_udp"); // key {u16 dport, u8 dir, u8 pad}, value u64
+      const before = await dumpMap(map);
+      const key = (n: number) => {
+        const k = Buffer.alloc(before.keySize);
+        k.writeUInt16LE(n, 0);
+        return k;
+      };
+      const value = (n: number) => {
+        const v = Buffer.alloc(before.valueSize);
+        v.writeUInt8(n, 0);
+        return v;
+      };
+      const r = await writeMaps([
+        { op: "update", map, key: key(1), value: value(7) },
+        { op: "update", map, key: key(2), value: value(8) },
+        { op: "update", map, key: key(1), value: value(9) },
+        { op: "delete", map, key: key(2) },
+        { op: "delete", map, key: key(3) },
+      ]);
+      assert.deepEqual(r, { updated: 3, deleted: 1, absent: 1 });
+      const after = await dumpMap(map);
+      const entries = after.entries.map((e) => [e.key.readUInt16LE(0), e.value.readUInt8(0)]);
+      assert.deepEqual(entries, [[1, 9]]);
+      await assert.rejects(writeMaps([{ op: "update", map, key: Buffer.alloc(1), value: value(1) }]), /WEFT_BPF.*line 1: .*key has 1 bytes, the map.s keys have 4/);
+    } finally {
+      await sb.dispose();
+    }
   });
 });

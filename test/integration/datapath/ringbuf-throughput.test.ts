@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { dumpMap, loadObject, objectPath, openRingBuffer, pins, programOf, type RingBufferReader, runProgram } from "../../../src/datapath/loader.ts";
-import { createSandbox, removeStale, type Sandbox } from "./sandbox.ts";
+import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const TOTAL = 1_000_000;

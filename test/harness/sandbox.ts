@@ -7,7 +7,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
-import { pinRoot, removePins } from "../../../src/datapath/loader.ts";
+import { pinRoot, removePins } from "../../src/datapath/loader.ts";
 
 const run = promisify(execFile);
 export const CGROUP2 = "/sys/fs/cgroup/unified";
