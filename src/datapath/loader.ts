@@ -54,8 +54,8 @@ interface HelperResult {
 
 function runHelper(args: string[], timeoutMs: number, input?: string): Promise<HelperResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(helperPath(), args, { stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
-    if (input !== undefined) child.stdin?.end(input);
+    const child = spawn(helperPath(), args, { stdio: ["pipe", "pipe", "pipe"] });
+    child.stdin.end(input ?? "");
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => {
