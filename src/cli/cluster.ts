@@ -21,6 +21,7 @@ import { openStore } from "../cluster/store.ts";
 import { WeftError } from "../core/errors.ts";
 import { runProxy } from "../proxy/main.ts";
 import { runSupervisor } from "../proxy/supervisor.ts";
+import { startDns } from "../workloads/dns.ts";
 import { startEcho } from "../workloads/echo.ts";
 import { type Command, printTable } from "./command.ts";
 
@@ -421,12 +422,13 @@ function nodeProcess(name: string, summary: string, body: (cluster: string, node
 
 const workloadCommand: Command = {
   name: "workload",
-  summary: "(internal) run a built-in demo workload (echo)",
-  usage: "Usage: weft workload echo [--port N]",
+  summary: "(internal) run a built-in workload (echo, dns)",
+  usage: "Usage: weft workload echo|dns [--port N]",
   async run(args) {
-    const { values, positionals } = parse(args, { port: { type: "string", default: "8080" } }, true);
-    if (positionals[0] !== "echo") throw new WeftError("WEFT_USAGE", `unknown workload "${positionals[0] ?? ""}" (echo)`);
-    startEcho(Number(values.port));
+    const { values, positionals } = parse(args, { port: { type: "string" } }, true);
+    if (positionals[0] === "echo") startEcho(Number(values.port ?? 8080));
+    else if (positionals[0] === "dns") await startDns(process.env.WEFT_CLUSTER ?? DEFAULT_CLUSTER, Number(values.port ?? 53));
+    else throw new WeftError("WEFT_USAGE", `unknown workload "${positionals[0] ?? ""}" (echo, dns)`);
     await new Promise(() => {});
     return 0;
   },

@@ -12,6 +12,8 @@ export const WEFT_BIN = new URL("../../bin/weft.js", import.meta.url).pathname;
 
 /** Images whose entrypoint is the HTTP echo server (answers pod name, method and the exact path). */
 const ECHO = /(^|\/)(weft-echo|echo|echo-server|http-echo|echoserver|agnhost|httpbin|nginx)(:|$)/;
+/** The cluster DNS server. */
+const DNS = /(^|\/)(weft-dns|dns|coredns)(:|$)/;
 /** Images that only need to stay alive for `weft exec` (client shells: curl and friends come from the host). */
 const IDLE = /(^|\/)(weft-client|client|curl|busybox|alpine|debian|ubuntu|netshoot|toolbox|pause)(:|$)/;
 
@@ -21,6 +23,9 @@ export function resolveCommand(c: ContainerSpec): ResolvedCommand {
   if (ECHO.test(image)) {
     const port = c.ports?.[0]?.containerPort ?? 8080;
     return { argv: [process.execPath, WEFT_BIN, "workload", "echo", `--port=${port}`, ...(c.args ?? [])] };
+  }
+  if (DNS.test(image)) {
+    return { argv: [process.execPath, WEFT_BIN, "workload", "dns", ...(c.args ?? [])] };
   }
   if (IDLE.test(image)) {
     return { argv: c.args && c.args.length > 0 ? c.args : ["sleep", "infinity"] };

@@ -15,6 +15,7 @@ import { requirePrerequisites } from "./prereq.ts";
 import { desiredPods } from "./schedule.ts";
 import { clusterDir, logDir, readNodeStatuses, saveClusterConfig } from "./state.ts";
 import { openStore } from "./store.ts";
+import { systemObjects } from "./system.ts";
 
 export interface UpOptions {
   cluster: string;
@@ -55,7 +56,7 @@ export async function up(opts: UpOptions): Promise<ClusterConfig> {
     }
     step("cgroups and BPF pin folders ready");
     const store = openStore(cfg.name);
-    const applied = applyObjects(store, objects);
+    const applied = applyObjects(store, [...systemObjects(cfg), ...objects]);
     step(`applied ${applied.length} objects from ${opts.manifests ?? "(none)"}`);
     for (const n of cfg.nodes) startKubelet(cfg, n.name);
     step(`started kubelet, agent and proxy supervisor on ${cfg.nodes.length} nodes`);
