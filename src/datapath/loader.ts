@@ -54,14 +54,17 @@ interface HelperResult {
 
 function runHelper(args: string[], timeoutMs: number, input?: string): Promise<HelperResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(helperPath(), args, { stdio: ["pipe", "pipe", "pipe"] });
-    child.stdin.end(input ?? "");
+    const child = spawn(helperPath(), args, { stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    if (input !== undefined && child.stdin) {
+      child.stdin.on("error", () => {}); // the helper's exit code and stderr tell what went wrong
+      child.stdin.end(input);
+    }
     let stdout = "";
     let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => {
       stdout += d;
     });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
       stderr += d;
     });
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
