@@ -218,8 +218,9 @@ const getCommand: Command = {
         .list("Service")
         .filter((s) => !nsFilter || s.metadata.namespace === nsFilter);
       if (out === "json") return json({ apiVersion: "v1", kind: "List", items: svcs });
+      const header = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"].concat(out === "wide" ? ["SELECTOR"] : []);
       printTable(
-        ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"].concat(out === "wide" ? ["SELECTOR"] : []),
+        nsFilter ? header.slice(1) : header,
         svcs.map((s) => {
           const spec = s.spec as {
             type?: string;
@@ -242,7 +243,7 @@ const getCommand: Command = {
                 .map(([k, v]) => `${k}=${v}`)
                 .join(",") || "<none>",
             );
-          return row;
+          return nsFilter ? row.slice(1) : row;
         }),
       );
       return 0;

@@ -16,7 +16,7 @@ function help(): string {
     "Usage: weft <command> [flags]   (weft <command> --help for details)",
     "",
     "Commands:",
-    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...commands.filter((c) => !c.summary.startsWith("(internal)")).map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     "",
   ].join("\n");
 }

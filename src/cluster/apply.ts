@@ -100,7 +100,8 @@ export function applyObjects(store: Store, objects: K8sObject[]): { key: string;
   const admitted = admit(store, objects);
   const result = admitted.map((o) => {
     const previous = store.get(o.kind, o.metadata.namespace, o.metadata.name);
-    const action = !previous ? "created" : previous.metadata.generation === o.metadata.generation ? "unchanged" : "configured";
+    const same = previous && previous.metadata.generation === o.metadata.generation && hashOf([previous.metadata.labels, previous.metadata.annotations]) === hashOf([o.metadata.labels, o.metadata.annotations]);
+    const action = !previous ? "created" : same ? "unchanged" : "configured";
     return { key: objectKey(o), action } as const;
   });
   store.write(admitted);

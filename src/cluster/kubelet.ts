@@ -141,6 +141,7 @@ export class Kubelet {
       for (const [key, pod] of this.pods) {
         const d = wanted.get(key);
         if (!pod.record.terminating && (!d || d.specHash !== pod.record.desired.specHash)) this.terminate(pod, "deleted");
+        else if (d && !pod.record.terminating) pod.record.desired.labels = d.labels; // labels change in place, as in Kubernetes
       }
       for (const [key, d] of wanted) {
         if (!this.pods.has(key)) void this.createPod(d);
