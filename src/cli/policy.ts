@@ -8,7 +8,7 @@ import YAML from "yaml";
 import { isWeftError, WeftError } from "../core/errors.ts";
 import type { AuditConfig } from "../policy/compile.ts";
 import type { EndpointInput, NamespaceInput } from "../policy/identity.ts";
-import { policyName, type Policy } from "../policy/model.ts";
+import { type Policy, policyName } from "../policy/model.ts";
 import { parsePortProto } from "../policy/ports.ts";
 import { buildScenario, type PeerSpec, parseLabelList } from "../policy/scenario.ts";
 import { formatTrace, type TraceRequest, traceFlow } from "../policy/trace.ts";
@@ -109,25 +109,48 @@ interface ClusterState {
 
 const POLICY_KIND_NAMES = ["NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"];
 
+/** Imported when needed, so validate and -f traces work where no cluster code or state exists. */
+async function clusterModule<T>(path: string, cluster: string): Promise<T> {
+  try {
+    return (await import(path)) as T;
+  } catch (err) {
+    throw new WeftError(
+      "WEFT_CLUSTER_STATE",
+      `cannot load cluster code (${(err as Error).message.split("\n")[0]}); give policies with -f FILE to work without a cluster`,
+      `cluster ${cluster}`,
+    );
+  }
+}
+
+type ClusterStore = { list(kind: string): { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } }[] };
+type PodViews = { listPodViews(c: string): Promise<{ namespace: string; name: string; labels: Record<string, string> }[]> };
+
+/** Reading the cluster's state: its failures become WEFT_CLUSTER_STATE, never a stack trace. */
+async function readCluster<T>(cluster: string, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isWeftError(err)) throw err;
+    throw new WeftError("WEFT_CLUSTER_STATE", (err as Error).message, `cluster ${cluster}`);
+  }
+}
+
 async function loadCluster(cluster: string, withPods: boolean): Promise<ClusterState> {
-  // Imported here so validate and -f traces work where no cluster code or state exists.
-  const storeModule = "../cluster/store.ts";
-  const podsModule = "../cluster/pods.ts";
-  const { openStore } = (await import(storeModule)) as { openStore(c: string): { list(kind: string): { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } }[] } };
-  const store = openStore(cluster);
+  const { openStore } = await clusterModule<{ openStore(c: string): ClusterStore }>("../cluster/store.ts", cluster);
+  const store = await readCluster(cluster, () => openStore(cluster));
   const out: ClusterState = { policies: [], namespaces: [], pods: [], problems: [] };
   for (const kind of POLICY_KIND_NAMES) {
-    for (const o of store.list(kind)) {
+    for (const o of await readCluster(cluster, () => store.list(kind))) {
       const where = `${kind}/${o.metadata.namespace ? `${o.metadata.namespace}/` : ""}${o.metadata.name}`;
       const r = validateDocument(o, { file: where, document: 1 });
       out.problems.push(...r.problems);
       if (r.policy) out.policies.push(r.policy);
     }
   }
-  for (const n of store.list("Namespace")) out.namespaces.push({ name: n.metadata.name, labels: n.metadata.labels ?? {} });
+  for (const n of await readCluster(cluster, () => store.list("Namespace"))) out.namespaces.push({ name: n.metadata.name, labels: n.metadata.labels ?? {} });
   if (withPods) {
-    const { listPodViews } = (await import(podsModule)) as { listPodViews(c: string): Promise<{ namespace: string; name: string; labels: Record<string, string> }[]> };
-    for (const p of await listPodViews(cluster)) out.pods.push({ namespace: p.namespace, name: p.name, labels: p.labels });
+    const { listPodViews } = await clusterModule<PodViews>("../cluster/pods.ts", cluster);
+    for (const p of await readCluster(cluster, () => listPodViews(cluster))) out.pods.push({ namespace: p.namespace, name: p.name, labels: p.labels });
   }
   return out;
 }
@@ -137,14 +160,20 @@ function contextObjects(context: unknown[]): { namespaces: NamespaceInput[]; pod
   const namespaces: NamespaceInput[] = [];
   const pods: EndpointInput[] = [];
   for (const c of context) {
-    const o = c as { kind: string; metadata?: { name?: string; namespace?: string; labels?: Record<string, string> }; spec?: { containers?: { ports?: { name?: string; containerPort?: number; protocol?: string }[] }[] } };
+    const o = c as {
+      kind: string;
+      metadata?: { name?: string; namespace?: string; labels?: Record<string, string> };
+      spec?: { containers?: { ports?: { name?: string; containerPort?: number; protocol?: string }[] }[] };
+    };
     const name = o.metadata?.name;
     if (typeof name !== "string") continue;
     const labels = Object.fromEntries(Object.entries(o.metadata?.labels ?? {}).map(([k, v]) => [k, String(v)]));
     if (o.kind === "Namespace") namespaces.push({ name, labels });
     else {
       const namedPorts: Record<string, { port: number; protocol?: string }> = {};
-      for (const ctr of o.spec?.containers ?? []) for (const p of ctr.ports ?? []) if (p.name && typeof p.containerPort === "number") namedPorts[p.name] = { port: p.containerPort, protocol: p.protocol ?? "TCP" };
+      for (const ctr of o.spec?.containers ?? [])
+        for (const p of ctr.ports ?? [])
+          if (p.name && typeof p.containerPort === "number") namedPorts[p.name] = { port: p.containerPort, protocol: p.protocol ?? "TCP" };
       pods.push({ namespace: o.metadata?.namespace ?? "default", name, labels, namedPorts });
     }
   }
@@ -171,7 +200,10 @@ async function get(args: string[], io: Io): Promise<number> {
     printTable(
       ["KIND", "NAMESPACE", "NAME", "RULES", "DIRECTIONS"],
       ps.map((p) => {
-        const rules = p.kind === "NetworkPolicy" ? [p.spec as unknown as Record<string, unknown[] | undefined>] : p.rules.map((r) => r.rule as unknown as Record<string, unknown[] | undefined>);
+        const rules =
+          p.kind === "NetworkPolicy"
+            ? [p.spec as unknown as Record<string, unknown[] | undefined>]
+            : p.rules.map((r) => r.rule as unknown as Record<string, unknown[] | undefined>);
         const dirs = new Set<string>();
         for (const r of rules) for (const d of ["ingress", "ingressDeny", "egress", "egressDeny"]) if (r[d]?.length) dirs.add(d);
         return [p.kind, p.namespace ?? "", p.name, String(rules.length), [...dirs].join(",") || "-"];
@@ -193,7 +225,11 @@ function peerSpec(values: Record<string, unknown>, role: "src" | "dst"): PeerSpe
   if (v("cidr") !== undefined) given.push({ cidr: v("cidr") as string });
   if (role === "dst" && v("fqdn") !== undefined) given.push({ fqdn: v("fqdn") as string });
   if (v("entity") !== undefined) given.push({ entity: v("entity") as string });
-  if (given.length !== 1) throw new WeftError("WEFT_USAGE", `give exactly one ${role === "src" ? "source" : "destination"}: --${role}-pod, --${role}-labels, --${role}-cidr${role === "dst" ? ", --dst-fqdn" : ""} or --${role}-entity`);
+  if (given.length !== 1)
+    throw new WeftError(
+      "WEFT_USAGE",
+      `give exactly one ${role === "src" ? "source" : "destination"}: --${role}-pod, --${role}-labels, --${role}-cidr${role === "dst" ? ", --dst-fqdn" : ""} or --${role}-entity`,
+    );
   return given[0] as PeerSpec;
 }
 
@@ -245,7 +281,12 @@ export async function runTrace(args: string[]): Promise<TraceOutcome> {
       if (i <= 0) throw new WeftError("WEFT_USAGE", `"${h}" is not "Name: value"`, "--http-header");
       headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
     }
-    req.http = { method: values["http-method"] ?? "GET", path: values["http-path"] ?? "/", ...(values["http-host"] !== undefined ? { host: values["http-host"] } : {}), headers };
+    req.http = {
+      method: values["http-method"] ?? "GET",
+      path: values["http-path"] ?? "/",
+      ...(values["http-host"] !== undefined ? { host: values["http-host"] } : {}),
+      headers,
+    };
   }
   if (values["dns-name"] !== undefined) req.dns = { name: values["dns-name"] };
   if (values["kafka-api-key"] !== undefined) {
@@ -263,11 +304,24 @@ export async function runTrace(args: string[]): Promise<TraceOutcome> {
   let state: ClusterState;
   if (files.length) {
     const f = loadFiles(files);
-    if (f.problems.length) throw new WeftError(f.problems[0]?.code ?? "WEFT_POLICY_INVALID", `${f.problems.length} problem(s) in the policies:\n${f.problems.map(formatProblem).join("\n")}`, "-f");
+    if (f.problems.length)
+      throw new WeftError(
+        f.problems[0]?.code ?? "WEFT_POLICY_INVALID",
+        `${f.problems.length} problem(s) in the policies:\n${f.problems.map(formatProblem).join("\n")}`,
+        "-f",
+      );
     state = { policies: f.policies, ...contextObjects(f.context), problems: [] };
   } else state = await loadCluster(values.cluster ?? "weft", true);
   const audit: AuditConfig | undefined = values["audit-namespace"]?.length ? { namespaces: values["audit-namespace"] } : undefined;
-  const sc = buildScenario({ clusterName: values.cluster ?? "weft", policies: state.policies, namespaces: state.namespaces, pods: state.pods, src, dst, ...(audit ? { audit } : {}) });
+  const sc = buildScenario({
+    clusterName: values.cluster ?? "weft",
+    policies: state.policies,
+    namespaces: state.namespaces,
+    pods: state.pods,
+    src,
+    dst,
+    ...(audit ? { audit } : {}),
+  });
   const result = traceFlow((id) => sc.compiler.subject(id), sc.src, sc.dst, req);
   let text = formatTrace(result, sc.src, sc.dst, req, sc.compiler.identityTable());
   if (state.problems.length) text = `${state.problems.map((p) => `refused (not enforced): ${formatProblem(p)}`).join("\n")}\n${text}`;
