@@ -6,7 +6,8 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import YAML from "yaml";
-import { WeftError } from "../core/errors.ts";
+import { WeftError, type WeftErrorCode } from "../core/errors.ts";
+import { policyKindValidator } from "../policy/validate.ts";
 import { workloadSchemas } from "./schema.ts";
 import { CLUSTER_SCOPED, type K8sObject } from "./store.ts";
 
@@ -15,10 +16,12 @@ export interface ManifestProblem {
   document: number;
   path: string;
   reason: string;
+  /** The stable error code; WEFT_MANIFEST_INVALID unless the kind's own validator says otherwise. */
+  code?: WeftErrorCode;
 }
 
 /** Validators for kinds owned by other modules (the policy kinds), registered at start-up. */
-export type KindValidator = (doc: unknown) => { path: string; reason: string }[];
+export type KindValidator = (doc: unknown) => { path: string; reason: string; code?: WeftErrorCode }[];
 const extraKinds = new Map<string, KindValidator>();
 
 export function registerKind(kind: string, validate: KindValidator): void {
@@ -79,7 +82,7 @@ function ajvProblems(errors: ErrorObject[]): { path: string; reason: string }[] 
 }
 
 /** Validates one parsed document; returns its problems (empty when valid). */
-export function validateDocument(doc: unknown): { path: string; reason: string }[] {
+export function validateDocument(doc: unknown): { path: string; reason: string; code?: WeftErrorCode }[] {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
     return [{ path: "(document)", reason: "a manifest must be a YAML mapping with apiVersion, kind and metadata" }];
   }
@@ -137,7 +140,17 @@ export function manifestFiles(path: string): string[] {
 }
 
 export function formatProblems(problems: ManifestProblem[]): string {
-  return problems.map((p) => `WEFT_MANIFEST_INVALID: ${p.file} (document ${p.document}): ${p.path}: ${p.reason}`).join("\n");
+  return problems.map((p) => `${p.code ?? "WEFT_MANIFEST_INVALID"}: ${p.file} (document ${p.document}): ${p.path}: ${p.reason}`).join("\n");
+}
+
+// The policy kinds are validated by the policy model (src/policy), whose problems carry their code.
+for (const kind of ["NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"]) {
+  registerKind(kind, (doc) =>
+    policyKindValidator(doc).map((p) => {
+      const m = /^(WEFT_[A-Z_]+): (.*)$/s.exec(p.reason);
+      return m ? { path: p.path, reason: m[2] as string, code: m[1] as WeftErrorCode } : p;
+    }),
+  );
 }
 
 /** Reads and validates every manifest under `paths`; throws one WeftError listing every problem. */
@@ -153,7 +166,8 @@ export function loadManifests(paths: string[]): K8sObject[] {
   }
   if (problems.length > 0) {
     const first = problems[0] as ManifestProblem;
-    const err = new WeftError("WEFT_MANIFEST_INVALID", formatProblems(problems).replace(/^WEFT_MANIFEST_INVALID: /, ""));
+    const code = first.code ?? "WEFT_MANIFEST_INVALID";
+    const err = new WeftError(code, formatProblems(problems).slice(code.length + 2));
     Object.assign(err, { where: `${first.file} (document ${first.document}): ${first.path}` });
     throw err;
   }

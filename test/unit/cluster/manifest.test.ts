@@ -82,6 +82,24 @@ describe("manifest validation", () => {
     assert.equal(r.problems[0]?.document, 2);
   });
 
+  it("validates the policy kinds with the policy model and keeps its codes", () => {
+    const good =
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p}\nspec:\n  endpointSelector: {matchLabels: {app: echo}}\n  ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]\n";
+    const ok = parseManifests(good, "p.yaml");
+    assert.deepEqual(ok.problems, []);
+    assert.equal(ok.objects[0]?.metadata.namespace, "default");
+    const typo = parseManifests(good.replace("fromEndpoints", "fromEndpoint"), "p.yaml");
+    assert.equal(typo.problems[0]?.code, "WEFT_POLICY_INVALID");
+    assert.match(typo.problems[0]?.path ?? "", /^spec\.ingress\[0\]\.fromEndpoint/);
+    const unsupported = parseManifests(good.replace("fromEndpoints", "fromRequires"), "p.yaml");
+    assert.equal(unsupported.problems[0]?.code, "WEFT_POLICY_UNSUPPORTED");
+    const np = parseManifests(
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: d}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n",
+      "np.yaml",
+    );
+    assert.deepEqual(np.problems, []);
+  });
+
   it("turns JSON pointers into field paths", () => {
     assert.equal(jsonPath("/spec/containers/0/ports/1/name"), "spec.containers[0].ports[1].name");
     assert.equal(jsonPath(""), "");
