@@ -4,8 +4,12 @@
 
 import { randomUUID } from "node:crypto";
 import { WeftError } from "../core/errors.ts";
+import { newIdentityObjects } from "./identities.ts";
 import { hashOf } from "./schedule.ts";
 import { CLUSTER_SCOPED, type K8sObject, objectKey, type Store } from "./store.ts";
+
+/** Kinds whose objects carry pod labels or namespace labels, and so shape identities. */
+const WORKLOAD_KINDS = ["Namespace", "Pod", "Deployment"];
 
 const BUILTIN_NAMESPACES = new Set(["default", "kube-system", "kube-public"]);
 
@@ -98,12 +102,19 @@ export function admit(store: Store, objects: K8sObject[]): K8sObject[] {
 
 export function applyObjects(store: Store, objects: K8sObject[]): { key: string; action: "created" | "configured" | "unchanged" }[] {
   const admitted = admit(store, objects);
+  // Number the label sets the new objects bring (cluster-wide identities, written with them).
+  const keys = new Set(admitted.map(objectKey));
+  const after = [...WORKLOAD_KINDS.flatMap((k) => store.list(k)).filter((o) => !keys.has(objectKey(o))), ...admitted];
+  const identities = newIdentityObjects(store.cluster, after, store.list("CiliumIdentity"));
   const result = admitted.map((o) => {
     const previous = store.get(o.kind, o.metadata.namespace, o.metadata.name);
-    const same = previous && previous.metadata.generation === o.metadata.generation && hashOf([previous.metadata.labels, previous.metadata.annotations]) === hashOf([o.metadata.labels, o.metadata.annotations]);
+    const same =
+      previous &&
+      previous.metadata.generation === o.metadata.generation &&
+      hashOf([previous.metadata.labels, previous.metadata.annotations]) === hashOf([o.metadata.labels, o.metadata.annotations]);
     const action = !previous ? "created" : same ? "unchanged" : "configured";
     return { key: objectKey(o), action } as const;
   });
-  store.write(admitted);
+  store.write([...admitted, ...identities]);
   return result;
 }

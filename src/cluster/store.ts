@@ -3,7 +3,7 @@
 // kubelets only read it and poll its revision.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import YAML from "yaml";
 import { defaultStateRoot } from "./config.ts";
 
@@ -42,9 +42,12 @@ export function writeAtomic(path: string, text: string): void {
 
 export class Store {
   readonly dir: string;
+  /** The cluster's name (the state folder's name). */
+  readonly cluster: string;
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, "objects");
+    this.cluster = basename(stateDir);
   }
 
   private pathOf(o: Pick<K8sObject, "kind" | "metadata">): string {
