@@ -45,6 +45,21 @@ describe("pod lifecycle", () => {
     assert.ok(logs.stdout.split("\n").filter((l) => l === "up").length >= 2, logs.stdout);
   });
 
+  it("runs command and args with env and workingDir inside the pod's namespace", async () => {
+    const f = pod(
+      "envy",
+      "  restartPolicy: Never\n  containers:\n    - name: main\n      command: [sh, -c]\n      args: ['echo \"cwd=$(pwd) greeting=$GREETING host=$HOSTNAME\"; ip -4 -o addr show dev eth0']\n      workingDir: /tmp\n      env: [{name: GREETING, value: hello world}]\n",
+    );
+    assert.equal((await c.apply(f)).code, 0);
+    const p = await c.waitFor("envy Succeeded", async () => {
+      const x = await find("envy");
+      return x?.status.phase === "Succeeded" && x;
+    });
+    const logs = await c.cli(["logs", "envy"]);
+    assert.match(logs.stdout, /cwd=\/tmp greeting=hello world host=envy/);
+    assert.match(logs.stdout, new RegExp(`inet ${(p.status.podIP ?? "").replace(/\./g, "\\.")}/32`));
+  });
+
   it("leaves a failed container down when restartPolicy is Never, and Succeeded after exit 0 with OnFailure", async () => {
     const never = pod("once-fails", "  restartPolicy: Never\n  containers:\n    - name: main\n      command: [sh, -c, 'exit 7']\n");
     const ok = pod("once-ok", "  restartPolicy: OnFailure\n  containers:\n    - name: main\n      command: ['true']\n");
