@@ -24,7 +24,26 @@ export interface Sandbox {
   spawnInNetns(argv: string[]): ChildProcess;
   /** Starts a process placed in the cgroup *before* it execs, inside the netns. */
   spawnInCgroup(argv: string[]): ChildProcess;
+  /** Starts a process inside another namespace of this sandbox (from addNetns); killed by dispose(). */
+  spawnIn(netns: string, argv: string[]): ChildProcess;
+  /** Creates one more namespace, `<netns>-<suffix>` (lo up), deleted by dispose(). */
+  addNetns(suffix: string): Promise<string>;
+  /**
+   * A pod: a namespace `<netns>-<suffix>` wired to the sandbox's netns (the node) by a veth pair as
+   * in the local cluster: `hostIf` on the node with a /32 route to `ip`, `eth0` in the pod with `ip`/32
+   * and a default route via `gateway` (put on the node's lo). Forwarding is turned on in the node.
+   * `node`: another namespace of this sandbox acting as the node (default: the sandbox's netns).
+   */
+  addPod(suffix: string, opts: { ip: string; hostIf: string; gateway: string; node?: string }): Promise<SandboxPod>;
   dispose(): Promise<void>;
+}
+
+export interface SandboxPod {
+  netns: string;
+  ip: string;
+  hostIf: string;
+  /** ifindex of hostIf in the node namespace. */
+  hostIfindex: number;
 }
 
 /** A process that exists and is not a zombie (a killed run's process may linger unreaped). */
@@ -38,7 +57,7 @@ function alive(pid: number): boolean {
 }
 
 function stalePid(name: string, prefix: string): boolean {
-  const m = new RegExp(`^${prefix}(\\d+)-[0-9a-f]+$`).exec(name);
+  const m = new RegExp(`^${prefix}(\\d+)-[0-9a-f]+(-[a-z0-9]+)?$`).exec(name);
   return m !== null && !alive(Number(m[1]));
 }
 
@@ -107,6 +126,9 @@ export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox
   const cgroup = `${CGROUP2}/weft-test-${suite}-${id}`;
   const cluster = `test-${suite}-${id}`;
   const children: ChildProcess[] = [];
+  const extraNetns: string[] = [];
+  const ipn = (ns: string, ...args: string[]) => run("ip", ["-n", ns, ...args]);
+  const gateways = new Set<string>();
 
   const sandbox: Sandbox = {
     id,
@@ -127,6 +149,48 @@ export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox
       children.push(child);
       return child;
     },
+    spawnIn(ns, argv) {
+      const child = spawn("ip", ["netns", "exec", ns, ...argv], { stdio: ["pipe", "pipe", "pipe"] });
+      children.push(child);
+      return child;
+    },
+    async addNetns(suffix) {
+      if (!/^[a-z0-9]{1,12}$/.test(suffix)) throw new Error(`netns suffix must be [a-z0-9]{1,12}: ${suffix}`);
+      const name = `${netns}-${suffix}`;
+      extraNetns.push(name);
+      await run("ip", ["netns", "add", name]);
+      await ipn(name, "link", "set", "lo", "up");
+      return name;
+    },
+    async addPod(suffix, opts) {
+      const node = opts.node ?? netns;
+      const pod = await sandbox.addNetns(suffix);
+      // Created inside the node namespace, the peer moved straight into the pod: never in the root one.
+      await ipn(node, "link", "add", opts.hostIf, "type", "veth", "peer", "name", "eth0", "netns", pod);
+      await ipn(node, "link", "set", opts.hostIf, "up");
+      if (!gateways.has(`${node}/${opts.gateway}`)) {
+        gateways.add(`${node}/${opts.gateway}`);
+        await ipn(node, "addr", "add", `${opts.gateway}/32`, "dev", "lo");
+        await run("ip", [
+          "netns",
+          "exec",
+          node,
+          "sysctl",
+          "-qw",
+          "net.ipv4.ip_forward=1",
+          "net.ipv4.conf.all.rp_filter=0",
+          "net.ipv4.conf.default.rp_filter=0",
+        ]);
+      }
+      await ipn(node, "route", "add", `${opts.ip}/32`, "dev", opts.hostIf);
+      await ipn(pod, "addr", "add", `${opts.ip}/32`, "dev", "eth0");
+      await ipn(pod, "link", "set", "eth0", "up");
+      await ipn(pod, "route", "add", opts.gateway, "dev", "eth0", "scope", "link");
+      await ipn(pod, "route", "add", "default", "via", opts.gateway, "dev", "eth0");
+      const { stdout } = await run("ip", ["-n", node, "-j", "link", "show", opts.hostIf]);
+      const hostIfindex = (JSON.parse(stdout) as { ifindex: number }[])[0]?.ifindex ?? 0;
+      return { netns: pod, ip: opts.ip, hostIf: opts.hostIf, hostIfindex };
+    },
     async dispose() {
       for (const c of children) {
         if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) c.kill("SIGKILL");
@@ -139,6 +203,7 @@ export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox
       } catch (e) {
         errors.push(e);
       }
+      for (const ns of extraNetns) await deleteNetns(ns).catch((e) => errors.push(e));
       await deleteNetns(netns).catch((e) => errors.push(e));
       if (errors.length) throw new AggregateError(errors, "sandbox cleanup failed");
     },
