@@ -74,7 +74,7 @@ __attribute__((noreturn)) static void usage(void)
 		"attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN | replace LINK_PIN PROG_PIN | "
 		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | map-write (stdin: u PIN KEY VAL | d PIN KEY) | "
 		"run PROG_PIN [--ctx HEX] [--data HEX] [--repeat N] | "
-		"ringbuf MAP_PIN [--lost-map MAP_PIN] [--batch-bytes N]\n");
+		"ringbuf MAP_PIN [--lost-map MAP_PIN] [--batch-bytes N] | netns-cookie NETNS\n");
 	exit(2);
 }
 
@@ -938,6 +938,44 @@ static int cmd_map_write(int argc, char **argv)
 	return 0;
 }
 
+// ---- netns-cookie (services datapath: docs/services.md) -----------------------------------------
+// netns-cookie NETNS: the namespace's cookie (SO_NETNS_COOKIE on a socket made inside it), the
+// value bpf_get_netns_cookie() returns for sockets there. NETNS: a name under /run/netns or a path.
+// → {"netns","cookie":"<decimal>"} (a string: cookies are u64).
+
+#include <sys/socket.h>
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+static int cmd_netns_cookie(int argc, char **argv)
+{
+	if (argc != 1)
+		usage();
+	const char *netns = argv[0];
+	char nspath[PATH_MAX];
+	if (strchr(netns, '/'))
+		pathf(nspath, "%s", netns);
+	else
+		pathf(nspath, "/run/netns/%s", netns);
+	int ns_fd = open(nspath, O_RDONLY | O_CLOEXEC);
+	if (ns_fd < 0)
+		fail(errno, "open netns %s", nspath);
+	if (setns(ns_fd, CLONE_NEWNET))
+		fail(errno, "enter netns %s", nspath);
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		fail(errno, "socket in netns %s", nspath);
+	__u64 cookie = 0;
+	socklen_t len = sizeof(cookie);
+	if (getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len))
+		fail(errno, "SO_NETNS_COOKIE in netns %s", nspath);
+	fputs("{\"netns\":", stdout);
+	json_str(stdout, nspath);
+	printf(",\"cookie\":\"%llu\"}\n", (unsigned long long)cookie);
+	return 0;
+}
+
 // ---- main ---------------------------------------------------------------------------------------
 
 int main(int argc, char **argv)
@@ -972,5 +1010,7 @@ int main(int argc, char **argv)
 		return cmd_map_write(n, rest);
 	if (strcmp(g_cmd, "ringbuf") == 0)
 		return cmd_ringbuf(n, rest);
+	if (strcmp(g_cmd, "netns-cookie") == 0)
+		return cmd_netns_cookie(n, rest);
 	usage();
 }

@@ -1,37 +1,254 @@
-// The per-node agent. For now it reports health: a heartbeat file and /healthz on a Unix socket.
-// Later: sources → identities → policy → BPF maps, xDS to the proxy, flows, metrics, API.
+// The per-node agent: sources (the state folder) → identities → policy → BPF maps, and datapath
+// events → flows. Serves health, endpoints and flows on a Unix socket, and publishes the policy
+// revision it enforces. It never writes the object store.
 
 import { rmSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
+import type { ClusterConfig, NodeConfig } from "../cluster/config.ts";
+import { hashOf } from "../cluster/schedule.ts";
 import { loadClusterConfig, runDir } from "../cluster/state.ts";
 import { openStore, writeAtomic } from "../cluster/store.ts";
-import { createLogger } from "../core/log.ts";
+import { isWeftError } from "../core/errors.ts";
+import { createLogger, type Logger } from "../core/log.ts";
+import { decodeEvent, monotonicToDate } from "../datapath/events.ts";
+import { openRingBuffer, pins } from "../datapath/loader.ts";
+import { EVENTS_LOST_MAP, EVENTS_MAP } from "../datapath/maps/events.ts";
+import { type Endpoint, flowFromEvent, type Verdict } from "../observe/flow.ts";
+import { FlowRing } from "../observe/flow-ring.ts";
+import { compilePolicies, type SubjectPolicy, selectorCidrs } from "../policy/compile.ts";
+import { allocateIdentities, type Identity, LOCAL_IDENTITY_SCOPE } from "../policy/identity.ts";
+import { formatLabel } from "../policy/selectors.ts";
+import { type LocalEndpoint, NodeDatapath } from "./datapath.ts";
+import { type ClusterView, desiredIpcache, podIdentity, readView } from "./view.ts";
+
+const LOOP_MS = 200;
+const FLOW_RING_SIZE = 65536;
 
 export function agentSocket(stateDir: string, node: string): string {
   return join(runDir(stateDir, node), "agent.sock");
 }
 
-export async function runAgent(cluster: string, node: string): Promise<void> {
+export interface EndpointStatus {
+  namespace: string;
+  pod: string;
+  ip: string;
+  identity: number;
+  labels: string[];
+  policyRevision: number;
+  ingressEnforced: boolean;
+  egressEnforced: boolean;
+}
+
+export interface AgentHealth {
+  node: string;
+  pid: number;
+  healthy: boolean;
+  started: string;
+  time: string;
+  storeRevision: number;
+  /** The store revision whose policies, services and endpoints this node's datapath enforces. */
+  policyRevision: number;
+  error?: string;
+  serviceProblems: string[];
+  policyProblems: string[];
+  flows: { seen: number; lost: number };
+}
+
+class Agent {
+  private readonly store;
+  private readonly dp: NodeDatapath;
+  private readonly ring = new FlowRing(FLOW_RING_SIZE);
+  private view?: ClusterView;
+  private identities = new Map<number, Identity>();
+  private lastFingerprint = "";
+  private lost = 0;
+  readonly health: AgentHealth;
+  endpoints: EndpointStatus[] = [];
+
+  constructor(
+    readonly cfg: ClusterConfig,
+    readonly node: NodeConfig,
+    readonly log: Logger,
+  ) {
+    this.store = openStore(cfg.name);
+    this.dp = new NodeDatapath(cfg, node, log);
+    const now = new Date().toISOString();
+    this.health = {
+      node: node.name,
+      pid: process.pid,
+      healthy: false,
+      started: now,
+      time: now,
+      storeRevision: 0,
+      policyRevision: 0,
+      serviceProblems: [],
+      policyProblems: [],
+      flows: { seen: 0, lost: 0 },
+    };
+  }
+
+  async start(): Promise<void> {
+    await this.dp.start();
+    await this.startEvents();
+    this.health.healthy = true;
+  }
+
+  /** One pass: read the cluster, compile, and bring every map to what it asks for. */
+  async syncOnce(): Promise<void> {
+    const view = readView(this.store, this.cfg);
+    this.view = view;
+    const fingerprint = hashOf([view.revision, view.pods.map((p) => [p.uid, p.podIP, p.ready, p.terminating, p.node, p.desired.labels]), view.slices], 16);
+    this.health.storeRevision = view.revision;
+    if (fingerprint === this.lastFingerprint) return;
+
+    const cidrs = selectorCidrs(view.policies);
+    const local = allocateIdentities({ clusterName: this.cfg.name, cidrs, previous: view.identities });
+    const identities = new Map(view.identities);
+    for (const [id, i] of local.table) if (id > LOCAL_IDENTITY_SCOPE) identities.set(id, i);
+    this.identities = identities;
+    const auditNamespaces = view.namespaces.filter((n) => n.metadata.annotations?.["weft.io/policy-audit-mode"] === "true").map((n) => n.metadata.name);
+    const { subjects } = compilePolicies(view.policies, { clusterName: this.cfg.name, identities, audit: { namespaces: auditNamespaces } });
+
+    const localEps: LocalEndpoint[] = [];
+    for (const pod of view.pods) {
+      if (pod.node !== this.node.name || !pod.podIP) continue;
+      const identity = podIdentity(view, this.cfg.name, pod);
+      if (identity === undefined) {
+        this.log.warn("pod has no identity yet", { pod: `${pod.namespace}/${pod.name}` });
+        continue;
+      }
+      localEps.push({ pod, identity });
+    }
+    const cidrIdentities = [...identities.values()].filter((i) => i.cidr);
+    await this.dp.syncIpcache(desiredIpcache(view, this.cfg, this.node, cidrIdentities));
+    await this.dp.syncPolicy(subjects, new Set(localEps.map((e) => e.identity)));
+    await this.dp.syncEndpoints(localEps, subjects);
+    const services = await this.dp.syncServices(view.services as never, view.slices);
+    this.health.serviceProblems = services.problems.map((p) => `${p.code}: ${p.service}${p.port ? ` port ${p.port}` : ""}: ${p.reason}`);
+    for (const p of this.health.serviceProblems) if (!this.lastProblems.has(p)) this.log.warn("service refused", { problem: p });
+    this.lastProblems = new Set(this.health.serviceProblems);
+    this.health.policyProblems = view.policyProblems;
+    this.health.policyRevision = view.revision;
+    this.endpoints = localEps.map(({ pod, identity }) =>
+      this.endpointStatus(pod.namespace, pod.name, pod.podIP as string, identity, subjects.get(identity), view.revision),
+    );
+    this.lastFingerprint = fingerprint;
+  }
+  private lastProblems = new Set<string>();
+
+  /** After a failed write, what is pinned is the truth: re-read it on the next pass. */
+  resetAfterFailure(): void {
+    this.lastFingerprint = "";
+    this.dp.invalidate();
+  }
+
+  private endpointStatus(namespace: string, pod: string, ip: string, identity: number, s: SubjectPolicy | undefined, revision: number): EndpointStatus {
+    return {
+      namespace,
+      pod,
+      ip,
+      identity,
+      labels: this.identities.get(identity)?.labels.map(formatLabel) ?? [],
+      policyRevision: revision,
+      ingressEnforced: s?.ingress.enforced ?? false,
+      egressEnforced: s?.egress.enforced ?? false,
+    };
+  }
+
+  private endpointOf(identity: number, ip: string): Endpoint {
+    const pod = this.view?.pods.find((p) => p.podIP === ip);
+    const id = this.identities.get(identity);
+    const e: Endpoint = { identity };
+    if (id) e.labels = id.labels.map(formatLabel);
+    if (pod) {
+      e.namespace = pod.namespace;
+      e.pod_name = pod.name;
+    }
+    return e;
+  }
+
+  private async startEvents(): Promise<void> {
+    const reader = await openRingBuffer(pins.map(this.dp.root, EVENTS_MAP), { lostMap: pins.map(this.dp.root, EVENTS_LOST_MAP) });
+    const ctx = { nodeName: this.node.name, endpointOf: (id: number, ip: string) => this.endpointOf(id, ip), timeOf: (ns: bigint) => monotonicToDate(ns) };
+    void (async () => {
+      for await (const batch of reader) {
+        for (const rec of batch) {
+          try {
+            this.ring.push(flowFromEvent(decodeEvent(rec), ctx));
+          } catch (err) {
+            this.log.warn("undecodable datapath event", { bytes: rec.length, error: String(err) });
+          }
+        }
+        this.lost = reader.lost;
+      }
+    })();
+  }
+
+  flows(last: number | undefined, verdict: Verdict[] | undefined) {
+    this.health.flows = { seen: this.ring.seen, lost: this.lost };
+    return this.ring.query({ ...(last ? { last } : {}), ...(verdict ? { verdict } : {}) });
+  }
+}
+
+export async function runAgent(cluster: string, nodeName: string): Promise<void> {
   const cfg = loadClusterConfig(cluster);
-  const log = createLogger(process.stderr, { component: "agent", cluster, node });
-  const store = openStore(cluster);
-  const started = new Date().toISOString();
-  const health = () => ({ node, pid: process.pid, healthy: true, started, time: new Date().toISOString(), storeRevision: store.revision() });
-  const sock = agentSocket(cfg.stateDir, node);
+  const node = cfg.nodes.find((n) => n.name === nodeName);
+  if (!node) throw new Error(`node ${nodeName} is not part of cluster ${cluster}`);
+  const log = createLogger(process.stderr, { component: "agent", cluster, node: nodeName });
+  const agent = new Agent(cfg, node, log);
+  const dir = runDir(cfg.stateDir, nodeName);
+  const publish = () => {
+    agent.health.time = new Date().toISOString();
+    writeAtomic(join(dir, "agent.health.json"), JSON.stringify(agent.health));
+    writeAtomic(join(dir, "endpoints.json"), JSON.stringify(agent.endpoints));
+  };
+
+  const sock = agentSocket(cfg.stateDir, nodeName);
   rmSync(sock, { force: true });
   const server = http.createServer((req, res) => {
-    if (req.url === "/healthz") {
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify(health()));
-      return;
+    const url = new URL(req.url ?? "/", "http://agent");
+    const send = (code: number, body: unknown) => {
+      res.writeHead(code, { "content-type": "application/json" });
+      res.end(JSON.stringify(body));
+    };
+    if (url.pathname === "/healthz") return send(agent.health.healthy ? 200 : 503, agent.health);
+    if (url.pathname === "/v1/endpoints") return send(200, agent.endpoints);
+    if (url.pathname === "/v1/flows") {
+      const last = url.searchParams.get("last");
+      const verdict = url.searchParams.getAll("verdict") as Verdict[];
+      return send(200, agent.flows(last ? Number(last) : undefined, verdict.length ? verdict : undefined));
     }
-    res.writeHead(404).end();
+    send(404, { error: "not found" });
   });
   server.listen(sock);
-  const beat = () => writeAtomic(join(runDir(cfg.stateDir, node), "agent.health.json"), JSON.stringify(health()));
-  beat();
-  setInterval(beat, 2000).unref();
-  log.info("agent started", { pid: process.pid, socket: sock });
-  await new Promise<void>((resolve) => process.on("SIGTERM", () => server.close(() => resolve())));
+
+  try {
+    await agent.start();
+  } catch (err) {
+    // A missing kernel feature or a broken object: say what, and exit (the kubelet restarts us).
+    agent.health.error = isWeftError(err) ? err.message : String(err);
+    log.error("datapath start failed", { error: agent.health.error });
+    publish();
+    process.exit(1);
+  }
+  log.info("agent started", { pid: process.pid, socket: sock, pins: agent.cfg.name });
+  let stopping = false;
+  process.on("SIGTERM", () => {
+    stopping = true;
+    server.close(() => process.exit(0));
+  });
+  for (; !stopping; ) {
+    try {
+      await agent.syncOnce();
+      agent.health.error = undefined;
+    } catch (err) {
+      agent.health.error = isWeftError(err) ? err.message : String(err);
+      log.error("sync failed", { error: agent.health.error });
+      agent.resetAfterFailure();
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    publish();
+    await new Promise((r) => setTimeout(r, LOOP_MS));
+  }
 }

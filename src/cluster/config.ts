@@ -36,7 +36,6 @@ export const UNDERLAY_PREFIX = "10.254.0";
 export const OVERLAY_PREFIX = "10.253.0";
 export const SERVICE_CIDR = "10.96.0.0/16";
 export const VXLAN_PORT = 8472;
-export const VXLAN_ID = 2;
 
 export function defaultStateRoot(): string {
   return process.env.WEFT_STATE_DIR ?? "/var/lib/weft";

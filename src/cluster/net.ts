@@ -4,7 +4,7 @@
 
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { ipIn, run, tryRun } from "../core/run.ts";
-import { type ClusterConfig, type NodeConfig, netnsPrefix, VXLAN_ID, VXLAN_PORT } from "./config.ts";
+import { type ClusterConfig, type NodeConfig, netnsPrefix, VXLAN_PORT } from "./config.ts";
 
 export const POD_MTU = 1450; // room for the VXLAN header on the 1500-byte underlay
 
@@ -65,15 +65,22 @@ async function buildNode(cfg: ClusterConfig, node: NodeConfig): Promise<void> {
   // (On lo: this kernel has no dummy device.)
   await ipIn(ns, "addr", "add", `${node.gatewayIP}/32`, "dev", "lo");
 
-  const vx = ["link", "add", "vx0", "type", "vxlan", "id", String(VXLAN_ID), "dstport", String(VXLAN_PORT)];
-  await ipIn(ns, ...vx, "local", node.underlayIP, "dev", "ul0", "nolearning");
+  // VXLAN in external (collect_metadata) mode: the agent's BPF program on vx0 egress picks the
+  // remote node from the ipcache and puts the sender's identity in the VNI; the one on ingress
+  // reads it back. Until the agent has loaded them, nothing crosses between nodes.
+  await ipIn(ns, "link", "add", "vx0", "address", vxlanMac(node.index), "type", "vxlan", "external", "dstport", String(VXLAN_PORT));
   await ipIn(ns, "addr", "add", `${node.overlayIP}/24`, "dev", "vx0");
   await ipIn(ns, "link", "set", "vx0", "up");
   for (const peer of cfg.nodes) {
     if (peer.name === node.name) continue;
-    await run("ip", ["netns", "exec", ns, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", peer.underlayIP]);
+    await ipIn(ns, "neigh", "add", peer.overlayIP, "lladdr", vxlanMac(peer.index), "dev", "vx0", "nud", "permanent");
     await ipIn(ns, "route", "add", peer.podCIDR, "via", peer.overlayIP, "dev", "vx0", "onlink");
   }
+}
+
+/** A fixed, locally administered MAC per node, so peers can hold permanent neighbour entries. */
+export function vxlanMac(index: number): string {
+  return `02:77:00:00:${((index >> 8) & 0xff).toString(16).padStart(2, "0")}:${(index & 0xff).toString(16).padStart(2, "0")}`;
 }
 
 export interface PodSandbox {

@@ -474,3 +474,15 @@ export async function openRingBuffer(mapPin: string, opts: RingBufferOptions = {
   await Promise.race([reader.waitReady(opts.openTimeoutMs ?? 10_000), spawnError]);
   return reader;
 }
+
+// ---- network namespace cookies (services datapath: docs/services.md) -------------------------
+
+/**
+ * The cookie of a network namespace (a name under /run/netns or a path such as /proc/PID/ns/net):
+ * what bpf_get_netns_cookie() returns for its sockets. Node cannot getsockopt(SO_NETNS_COOKIE),
+ * so the helper reads it from a socket it creates inside the namespace.
+ */
+export async function netnsCookie(netns: string): Promise<bigint> {
+  const r = await call<{ netns: string; cookie: string }>(["netns-cookie", netns]);
+  return BigInt(r.cookie);
+}

@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Socket-level service load balancing (kube-proxy replacement) for IPv4: the service maps and the
+// translation logic that bpf/sock.c's cgroup hooks call. Maps are declared once, here; their
+// TypeScript mirrors are src/datapath/maps/lb.ts and docs/services.md describes them.
+// The agent writes lb4_services, lb4_backends, lb4_maglev; the hooks write lb4_affinity,
+// lb4_revnat and lb4_conns. Nothing here ever acts outside a namespace in netns_managed.
+#ifndef WEFT_LB_H
+#define WEFT_LB_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "netns.h"
+
+#define LB_ECONNREFUSED 111
+
+// lb4_service.flags
+#define LB_SVC_AFFINITY 0x1 // sessionAffinity: ClientIP (affinity_timeout seconds)
+#define LB_SVC_MAGLEV 0x2   // pick through the Maglev table instead of at random
+#define LB_SVC_LOCAL 0x4    // internalTrafficPolicy: Local (only LB_BE_LOCAL backends; maglev scope 1)
+#define LB_SVC_EXTERNAL 0x8 // the frontend is an ExternalIP (informational)
+
+// lb4_backend.flags
+#define LB_BE_TERMINATING 0x1 // kept for existing records and affinity checks, never chosen anew
+#define LB_BE_LOCAL 0x2       // on this node
+
+#define LB_MAGLEV_CHUNK 256     // backend ids per lb4_maglev entry
+#define LB_MAGLEV_MAX 131071    // largest table size (prime) accepted
+#define LB_HASH_INITVAL 0xdeadbeef
+
+// A frontend (VIP, port, protocol) and one of its slots. Slot 0 is the service entry; slots
+// 1..count hold the selectable backends in order.
+struct lb4_key {
+	__be32 address; // ClusterIP or ExternalIP
+	__be16 dport;
+	__u16 slot;
+	__u8 proto; // IPPROTO_TCP or IPPROTO_UDP
+	__u8 pad[3];
+};
+
+struct lb4_service {
+	__u32 service_id;       // the service port (shared by its ClusterIP and ExternalIP frontends)
+	__u32 backend_id;       // slot > 0: the backend in this slot
+	__u32 count;            // slot 0: selectable backends; 0 = refuse (ECONNREFUSED)
+	__u32 affinity_timeout; // slot 0: seconds, with LB_SVC_AFFINITY
+	__u32 maglev_size;      // slot 0: table size M, with LB_SVC_MAGLEV
+	__u32 flags;            // slot 0: LB_SVC_*
+};
+
+struct lb4_backend {
+	__be32 address;
+	__be16 port;
+	__u8 proto;
+	__u8 flags; // LB_BE_*
+	__u32 service_id; // the service port this backend belongs to (ids are per service port)
+};
+
+// One chunk of a service's Maglev table: entries [chunk * 256, chunk * 256 + 256).
+struct lb_maglev_key {
+	__u32 service_id;
+	__u16 chunk;
+	__u8 scope; // 0: every backend, 1: node-local backends (internalTrafficPolicy: Local)
+	__u8 pad;
+};
+
+struct lb_maglev_chunk {
+	__u32 backend_ids[LB_MAGLEV_CHUNK];
+};
+
+// ClientIP affinity: the client is its network namespace (a pod has one IP per namespace).
+struct lb_affinity_key {
+	__u64 netns_cookie;
+	__u32 service_id;
+	__u32 pad;
+};
+
+struct lb_affinity {
+	__u64 last_used_ns; // bpf_ktime_get_ns of the last new connection; the timeout slides
+	__u32 backend_id;
+	__u32 pad;
+};
+
+// Reverse translation for getpeername4/recvmsg4: (socket, backend) → the VIP the app asked for.
+// Keyed by backend too, because an unconnected UDP socket may talk to several services.
+struct lb4_revnat_key {
+	__u64 sock_cookie;
+	__be32 address; // backend
+	__be16 port;    // backend
+	__u16 pad;
+};
+
+struct lb4_revnat {
+	__be32 address; // VIP
+	__be16 port;    // service port
+	__u8 proto;
+	__u8 pad;
+	__u32 service_id;
+};
+
+// One translated connection, for the node proxy: key = the client socket's cookie
+// (bpf_get_socket_cookie; SO_COOKIE from user space).
+struct lb4_conn {
+	__u64 netns_cookie; // the client's namespace
+	__be32 vip;
+	__be32 backend_address;
+	__be16 vport;
+	__be16 backend_port;
+	__u8 proto;
+	__u8 pad[3];
+	__u32 service_id;
+	__u32 backend_id;
+	__u32 identity; // the client's security identity (from netns_managed; 0 = not known yet)
+	__u32 pad2;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 524288);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+} lb4_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 524288);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32); // backend id
+	__type(value, struct lb4_backend);
+} lb4_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lb_maglev_key);
+	__type(value, struct lb_maglev_chunk);
+} lb4_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb_affinity_key);
+	__type(value, struct lb_affinity);
+} lb4_affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct lb4_revnat_key);
+	__type(value, struct lb4_revnat);
+} lb4_revnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, __u64); // client socket cookie
+	__type(value, struct lb4_conn);
+} lb4_conns SEC(".maps");
+
+// ---- hashing: Linux's jhash_3words; src/datapath/maglev.ts flowHash computes the same ----------
+
+static __always_inline __u32 lb_rol32(__u32 w, __u32 s)
+{
+	return (w << s) | (w >> (32 - s));
+}
+
+static __always_inline __u32 lb_jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval)
+{
+	initval += LB_HASH_INITVAL + (3 << 2);
+	a += initval;
+	b += initval;
+	c += initval;
+	c ^= b;
+	c -= lb_rol32(b, 14);
+	a ^= c;
+	a -= lb_rol32(c, 11);
+	b ^= a;
+	b -= lb_rol32(a, 25);
+	c ^= b;
+	c -= lb_rol32(b, 16);
+	a ^= c;
+	a -= lb_rol32(c, 4);
+	b ^= a;
+	b -= lb_rol32(a, 14);
+	c ^= b;
+	c -= lb_rol32(b, 24);
+	return c;
+}
+
+// The flow as known at the socket: the source is the socket's bound address and port. A socket
+// not bound to a port yet (the usual client) has no source port before connect(); its cookie
+// stands in, so each such socket hashes on its own.
+static __always_inline __u32 lb4_flow_hash(struct bpf_sock_addr *ctx, __u64 sock_cookie, __u8 proto)
+{
+	struct bpf_sock *sk = ctx->sk;
+	__u32 saddr = 0, sport = 0;
+
+	if (sk) {
+		saddr = bpf_ntohl(sk->src_ip4);
+		sport = sk->src_port & 0xffff;
+	}
+	if (!sport)
+		saddr ^= (__u32)sock_cookie ^ (__u32)(sock_cookie >> 32);
+	return lb_jhash_3words(saddr, bpf_ntohl(ctx->user_ip4),
+			       (sport << 16) | bpf_ntohs((__u16)ctx->user_port), proto);
+}
+
+// ---- selection --------------------------------------------------------------------------------
+
+static __always_inline int lb4_selectable(const struct lb4_backend *be, const struct lb4_service *svc)
+{
+	if (be->service_id != svc->service_id || (be->flags & LB_BE_TERMINATING))
+		return 0;
+	return !(svc->flags & LB_SVC_LOCAL) || (be->flags & LB_BE_LOCAL);
+}
+
+static __always_inline __u32 lb4_pick_random(struct lb4_key *key, const struct lb4_service *svc)
+{
+	struct lb4_service *slot;
+
+	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
+	slot = bpf_map_lookup_elem(&lb4_services, key);
+	key->slot = 0;
+	return slot ? slot->backend_id : 0;
+}
+
+static __always_inline __u32 lb4_pick_maglev(const struct lb4_service *svc, __u32 hash)
+{
+	struct lb_maglev_key mkey = {
+		.service_id = svc->service_id,
+		.scope = (svc->flags & LB_SVC_LOCAL) ? 1 : 0,
+	};
+	struct lb_maglev_chunk *chunk;
+	__u32 m = svc->maglev_size, idx;
+
+	if (m == 0 || m > LB_MAGLEV_MAX)
+		return 0;
+	idx = hash % m;
+	mkey.chunk = idx / LB_MAGLEV_CHUNK;
+	chunk = bpf_map_lookup_elem(&lb4_maglev, &mkey);
+	if (!chunk)
+		return 0;
+	return chunk->backend_ids[idx & (LB_MAGLEV_CHUNK - 1)];
+}
+
+// A still-valid affinity choice for this client and service, or 0.
+static __always_inline __u32 lb4_affinity_backend(const struct lb_affinity_key *akey, const struct lb4_service *svc,
+						  __u64 now)
+{
+	struct lb_affinity *a = bpf_map_lookup_elem(&lb4_affinity, akey);
+	struct lb4_backend *be;
+
+	if (!a || now - a->last_used_ns > (__u64)svc->affinity_timeout * 1000000000ULL)
+		return 0;
+	be = bpf_map_lookup_elem(&lb4_backends, &a->backend_id);
+	if (!be || !lb4_selectable(be, svc))
+		return 0;
+	return a->backend_id;
+}
+
+// ---- the forward path: connect4 (TCP, connected UDP) and sendmsg4 (unconnected UDP) ------------
+
+// Returns 1 to let the call go on (translated or untouched), 0 after bpf_set_retval(-ECONNREFUSED).
+static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
+{
+	__u64 netns_cookie = bpf_get_netns_cookie(ctx);
+	struct netns_info *ns = netns_lookup(netns_cookie);
+	struct lb4_key key = {};
+	struct lb4_service *svc;
+	struct lb4_backend *be;
+	__u64 sock_cookie, now = 0;
+	__u32 backend_id = 0;
+	__u8 proto;
+
+	if (!ns)
+		return 1; // not a namespace Weft manages
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	proto = ctx->protocol;
+	key.address = ctx->user_ip4;
+	key.dport = (__u16)ctx->user_port;
+	key.proto = proto;
+	svc = bpf_map_lookup_elem(&lb4_services, &key);
+	if (!svc)
+		return 1; // not a service address
+	if (svc->count == 0) {
+		bpf_set_retval(-LB_ECONNREFUSED);
+		return 0;
+	}
+
+	sock_cookie = bpf_get_socket_cookie(ctx);
+	struct lb_affinity_key akey = { .netns_cookie = netns_cookie, .service_id = svc->service_id };
+	if (svc->flags & LB_SVC_AFFINITY) {
+		now = bpf_ktime_get_ns();
+		backend_id = lb4_affinity_backend(&akey, svc, now);
+	}
+	if (!backend_id && (svc->flags & LB_SVC_MAGLEV))
+		backend_id = lb4_pick_maglev(svc, lb4_flow_hash(ctx, sock_cookie, proto));
+	if (!backend_id)
+		backend_id = lb4_pick_random(&key, svc);
+	be = backend_id ? bpf_map_lookup_elem(&lb4_backends, &backend_id) : NULL;
+	if (!be) {
+		// The agent writes backends before the slots naming them; a miss is a bug, not a race.
+		bpf_set_retval(-LB_ECONNREFUSED);
+		return 0;
+	}
+
+	if (svc->flags & LB_SVC_AFFINITY) {
+		struct lb_affinity a = { .last_used_ns = now, .backend_id = backend_id };
+		bpf_map_update_elem(&lb4_affinity, &akey, &a, BPF_ANY);
+	}
+
+	struct lb4_revnat_key rkey = { .sock_cookie = sock_cookie, .address = be->address, .port = be->port };
+	struct lb4_revnat rval = {
+		.address = key.address,
+		.port = key.dport,
+		.proto = proto,
+		.service_id = svc->service_id,
+	};
+	bpf_map_update_elem(&lb4_revnat, &rkey, &rval, BPF_ANY);
+
+	struct lb4_conn conn = {
+		.netns_cookie = netns_cookie,
+		.vip = key.address,
+		.backend_address = be->address,
+		.vport = key.dport,
+		.backend_port = be->port,
+		.proto = proto,
+		.service_id = svc->service_id,
+		.backend_id = backend_id,
+		.identity = ns->identity,
+	};
+	bpf_map_update_elem(&lb4_conns, &sock_cookie, &conn, BPF_ANY);
+
+	ctx->user_ip4 = be->address;
+	ctx->user_port = (__u32)be->port;
+	return 1;
+}
+
+// ---- the reverse path: getpeername4 and recvmsg4 show the VIP, not the backend ------------------
+// No netns check here: only sockets translated in a managed namespace have records, and they keep
+// showing the VIP even if their namespace is unregistered meanwhile.
+
+static __always_inline void lb4_reverse(struct bpf_sock_addr *ctx)
+{
+	struct lb4_revnat_key rkey = {
+		.sock_cookie = bpf_get_socket_cookie(ctx),
+		.address = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+	};
+	struct lb4_revnat *r = bpf_map_lookup_elem(&lb4_revnat, &rkey);
+
+	if (!r)
+		return;
+	ctx->user_ip4 = r->address;
+	ctx->user_port = (__u32)r->port;
+}
+
+#endif

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Socket hooks, attached to a node's pods cgroup (never a root cgroup): service VIP → backend
+// translation at connect()/sendmsg() time and the reverse at getpeername()/recvmsg(), so apps see
+// the VIP as their peer. Thin entry points; the logic is in lib/lb.h (docs/services.md).
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "lb.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("cgroup/connect4")
+int sock_connect4(struct bpf_sock_addr *ctx)
+{
+	return lb4_translate(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	// Only unconnected UDP sends reach this hook with an address of their own.
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	return lb4_translate(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	lb4_reverse(ctx);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int sock_getpeer4(struct bpf_sock_addr *ctx)
+{
+	lb4_reverse(ctx);
+	return 1;
+}

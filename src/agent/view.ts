@@ -1,0 +1,86 @@
+// What an agent knows of its cluster at one instant: objects, every node's pods, identities,
+// EndpointSlices and policies, read from the state folder; and the pure derivations the datapath
+// needs from them (pod identities, the ipcache). Reading is here; deciding is in pure functions.
+
+import type { ClusterConfig, NodeConfig } from "../cluster/config.ts";
+import { type EndpointSlice, endpointSlices } from "../cluster/endpoints.ts";
+import { identityOfPod, identityTable } from "../cluster/identities.ts";
+import { type PodStatusRecord, readNodeStatuses } from "../cluster/state.ts";
+import type { K8sObject, Store } from "../cluster/store.ts";
+import { objectKey } from "../cluster/store.ts";
+import type { IpcacheEntry } from "../datapath/maps/ipcache.ts";
+import { type Identity, RESERVED_IDENTITIES } from "../policy/identity.ts";
+import type { Policy } from "../policy/model.ts";
+import { validateDocument } from "../policy/validate.ts";
+
+export const POLICY_KINDS = ["NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"];
+
+export interface PodEndpoint {
+  pod: PodStatusRecord;
+  identity: number | undefined;
+}
+
+export interface ClusterView {
+  revision: number;
+  services: K8sObject[];
+  slices: EndpointSlice[];
+  namespaces: K8sObject[];
+  identities: Map<number, Identity>;
+  pods: PodStatusRecord[];
+  policies: Policy[];
+  /** Policy objects that no longer validate (kept out; reported). */
+  policyProblems: string[];
+}
+
+export function readView(store: Store, cfg: ClusterConfig): ClusterView {
+  const revision = store.revision();
+  const pods = readNodeStatuses(cfg.stateDir).flatMap((s) => s.pods);
+  const services = store.list("Service");
+  const policies: Policy[] = [];
+  const policyProblems: string[] = [];
+  for (const kind of POLICY_KINDS) {
+    for (const o of store.list(kind)) {
+      const r = validateDocument(o, { file: objectKey(o), document: 1 });
+      if (r.problems.length > 0) policyProblems.push(...r.problems.map((p) => `${objectKey(o)}: ${p.path}: ${p.reason}`));
+      else if (r.policy) policies.push(r.policy);
+    }
+  }
+  return {
+    revision,
+    services,
+    slices: endpointSlices(services, pods),
+    namespaces: store.list("Namespace"),
+    identities: identityTable(store.list("CiliumIdentity")),
+    pods,
+    policies,
+    policyProblems,
+  };
+}
+
+/** A pod's identity from its labels (cluster-wide numbers; undefined until `apply` numbered it). */
+export function podIdentity(view: ClusterView, cluster: string, pod: PodStatusRecord): number | undefined {
+  const ns = view.namespaces.find((n) => n.metadata.name === pod.namespace);
+  return identityOfPod(view.identities, cluster, { namespace: pod.namespace, name: pod.name, labels: pod.desired.labels }, ns?.metadata.labels);
+}
+
+/** The ipcache this node needs: every pod, every node address, CIDR identities, world. Pure. */
+export function desiredIpcache(view: ClusterView, cfg: ClusterConfig, self: NodeConfig, cidrIdentities: Identity[]): IpcacheEntry[] {
+  const out = new Map<string, IpcacheEntry>();
+  const put = (e: IpcacheEntry) => out.set(e.cidr, e);
+  put({ cidr: "0.0.0.0/0", identity: RESERVED_IDENTITIES.world });
+  for (const id of cidrIdentities) if (id.cidr && !id.cidr.text.includes(":")) put({ cidr: id.cidr.text, identity: id.id });
+  for (const n of cfg.nodes) {
+    const isSelf = n.name === self.name;
+    const identity = isSelf ? RESERVED_IDENTITIES.host : RESERVED_IDENTITIES["remote-node"];
+    for (const ip of [n.underlayIP, n.overlayIP, n.gatewayIP]) put({ cidr: `${ip}/32`, identity });
+    // Unknown addresses in another node's pod CIDR still go through the tunnel to that node.
+    if (!isSelf) put({ cidr: n.podCIDR, identity: RESERVED_IDENTITIES.world, tunnelEndpoint: n.underlayIP });
+  }
+  for (const p of view.pods) {
+    if (!p.podIP) continue;
+    const node = cfg.nodes.find((n) => n.name === p.node);
+    const identity = podIdentity(view, cfg.name, p) ?? RESERVED_IDENTITIES.unmanaged;
+    put({ cidr: `${p.podIP}/32`, identity, ...(node && node.name !== self.name ? { tunnelEndpoint: node.underlayIP } : { flags: 1 }) });
+  }
+  return [...out.values()];
+}

@@ -1,0 +1,136 @@
+// The I/O edge of the service datapath: loads bpf/sock.c into a node's pin root, attaches its hooks
+// to the node's pods cgroup (never a root cgroup), registers the namespaces Weft manages, and
+// writes the diffs computed by services.ts. Restart-safe: the first sync of a process reads the
+// pinned maps and reconciles them; nothing is flushed.
+
+import { existsSync, realpathSync } from "node:fs";
+import { dirname } from "node:path";
+import { WeftError } from "../core/errors.ts";
+import {
+  attachCgroup,
+  type CgroupHook,
+  detach,
+  dumpMap,
+  type LinkState,
+  type LoadedObject,
+  loadObject,
+  type MapWriteResult,
+  netnsCookie,
+  objectPath,
+  pins,
+  programOf,
+  writeMaps,
+} from "./loader.ts";
+import { cookieKey, LB_MAPS, netnsValue } from "./maps/lb.ts";
+import { type EndpointSliceInput, idsFromContents, type LbContents, type LbState, lbContents, lbDiff, desiredLb, type ServiceInput, type ServiceProblem } from "./services.ts";
+
+/** sock.o's programs and the cgroup hook each one takes; links are pinned as links/<link>. */
+export const SOCK_HOOKS: readonly { program: string; hook: CgroupHook; link: string }[] = [
+  { program: "sock_connect4", hook: "connect4", link: "sock-connect4" },
+  { program: "sock_sendmsg4", hook: "sendmsg4", link: "sock-sendmsg4" },
+  { program: "sock_recvmsg4", hook: "recvmsg4", link: "sock-recvmsg4" },
+  { program: "sock_getpeer4", hook: "getpeername4", link: "sock-getpeername4" },
+];
+
+export interface SockDatapath {
+  loaded: LoadedObject;
+  links: LinkState[];
+}
+
+/** A cgroup2 directory that is not a hierarchy's root (its parent is a cgroup too). */
+function checkChildCgroup(cgroup: string): string {
+  let real: string;
+  try {
+    real = realpathSync(cgroup);
+  } catch {
+    throw new WeftError("WEFT_BPF", "cgroup directory does not exist", cgroup);
+  }
+  if (!existsSync(`${real}/cgroup.procs`)) throw new WeftError("WEFT_BPF", "not a cgroup v2 directory", cgroup);
+  if (!existsSync(`${dirname(real)}/cgroup.procs`)) {
+    throw new WeftError("WEFT_BPF", "refusing to attach socket hooks to a root cgroup: give the node's pods cgroup", cgroup);
+  }
+  return real;
+}
+
+/**
+ * Loads sock.o under `root` (pinned maps are reused with their contents) and attaches its four
+ * hooks to `cgroup`, the node's pods cgroup. Again on a restart: pinned links get the new programs
+ * in place (adopted), so the hooks never go missing.
+ */
+export async function loadSockDatapath(root: string, cgroup: string): Promise<SockDatapath> {
+  const dir = checkChildCgroup(cgroup);
+  const loaded = await loadObject(objectPath("sock"), root);
+  const links: LinkState[] = [];
+  for (const h of SOCK_HOOKS) {
+    links.push(await attachCgroup(programOf(loaded, h.program).pin, dir, h.hook, pins.link(root, h.link)));
+  }
+  return { loaded, links };
+}
+
+/** Detaches the socket hooks (maps stay pinned). */
+export async function detachSockDatapath(root: string): Promise<void> {
+  for (const h of SOCK_HOOKS) await detach(pins.link(root, h.link));
+}
+
+/** Lets the hooks act in a namespace (a /run/netns name or a path); returns its cookie. */
+export async function registerNetns(root: string, netns: string, identity = 0): Promise<bigint> {
+  const cookie = await netnsCookie(netns);
+  await writeMaps([{ op: "update", map: pins.map(root, LB_MAPS.netns), key: cookieKey(cookie), value: netnsValue(identity) }]);
+  return cookie;
+}
+
+/** Stops the hooks from translating new sockets of a namespace; existing records keep working. */
+export async function unregisterNetns(root: string, cookie: bigint): Promise<void> {
+  await writeMaps([{ op: "delete", map: pins.map(root, LB_MAPS.netns), key: cookieKey(cookie) }]);
+}
+
+/** What the agent-written service maps hold now. */
+export async function readLbContents(root: string): Promise<LbContents> {
+  const read = async (map: string) => {
+    const dump = await dumpMap(pins.map(root, map));
+    return new Map(dump.entries.map((e) => [e.key.toString("hex"), e.value] as const));
+  };
+  return { services: await read(LB_MAPS.services), backends: await read(LB_MAPS.backends), maglev: await read(LB_MAPS.maglev) };
+}
+
+export interface SyncReport {
+  state: LbState;
+  problems: ServiceProblem[];
+  writes: MapWriteResult;
+  /** Whether this sync started from the pinned maps (first sync of the process). */
+  fromPinned: boolean;
+}
+
+/**
+ * Keeps one node's service maps equal to the Services and EndpointSlices it is given. The first
+ * sync (and any after a failed write) starts from what is pinned; later ones from what it wrote.
+ */
+export class ServiceSync {
+  private current: LbContents | undefined;
+  private nextService = 1;
+  private nextBackend = 1;
+
+  constructor(
+    readonly root: string,
+    readonly node?: string,
+  ) {}
+
+  async sync(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], timeoutMs = 120_000): Promise<SyncReport> {
+    const fromPinned = this.current === undefined;
+    const old = this.current ?? (await readLbContents(this.root));
+    // Ids are never reused within a process, so a stale affinity entry or proxy record cannot
+    // name a different service or backend (after a restart, only ids still pinned are known).
+    const previous = idsFromContents(old);
+    previous.nextService = Math.max(previous.nextService, this.nextService);
+    previous.nextBackend = Math.max(previous.nextBackend, this.nextBackend);
+    const { state, problems } = desiredLb(services, slices, { ...(this.node === undefined ? {} : { node: this.node }), previous });
+    for (const f of state.frontends) this.nextService = Math.max(this.nextService, f.serviceId + 1);
+    for (const b of state.backends) this.nextBackend = Math.max(this.nextBackend, b.id + 1);
+    const next = lbContents(state);
+    const ops = lbDiff(old, next, (m) => pins.map(this.root, m));
+    this.current = undefined; // unknown until the writes succeed
+    const writes = await writeMaps(ops, timeoutMs);
+    this.current = next;
+    return { state, problems, writes, fromPinned };
+  }
+}

@@ -1,0 +1,207 @@
+// Mirrors of the service load-balancing maps (bpf/lib/lb.h) and the managed-namespace map
+// (bpf/lib/netns.h): one defineStruct per C struct, with the C member names, plus typed encoders
+// for keys and values. Checked against sock.o's BTF by test/integration/datapath/mirrors-lb.test.ts.
+// Pure: no I/O.
+
+import { defineStruct } from "./struct.ts";
+
+/** Pinned map names (maps/<name> under a node's pin root). */
+export const LB_MAPS = {
+  services: "lb4_services",
+  backends: "lb4_backends",
+  maglev: "lb4_maglev",
+  affinity: "lb4_affinity",
+  revnat: "lb4_revnat",
+  conns: "lb4_conns",
+  netns: "netns_managed",
+} as const;
+
+/** lb4_service.flags (LB_SVC_*). */
+export const SVC_AFFINITY = 0x1;
+export const SVC_MAGLEV = 0x2;
+export const SVC_LOCAL = 0x4;
+export const SVC_EXTERNAL = 0x8;
+
+/** lb4_backend.flags (LB_BE_*). */
+export const BE_TERMINATING = 0x1;
+export const BE_LOCAL = 0x2;
+
+/** Backend ids per lb4_maglev value (LB_MAGLEV_CHUNK). */
+export const MAGLEV_CHUNK = 256;
+
+export const PROTO = { TCP: 6, UDP: 17 } as const;
+export type Protocol = keyof typeof PROTO;
+
+export const lb4Key = defineStruct("lb4_key", [
+  ["address", "ipv4"],
+  ["dport", "be16"],
+  ["slot", "u16"],
+  ["proto", "u8"],
+  ["pad", { bytes: 3 }],
+] as const);
+
+export const lb4Service = defineStruct("lb4_service", [
+  ["service_id", "u32"],
+  ["backend_id", "u32"],
+  ["count", "u32"],
+  ["affinity_timeout", "u32"],
+  ["maglev_size", "u32"],
+  ["flags", "u32"],
+] as const);
+
+export const lb4Backend = defineStruct("lb4_backend", [
+  ["address", "ipv4"],
+  ["port", "be16"],
+  ["proto", "u8"],
+  ["flags", "u8"],
+  ["service_id", "u32"],
+] as const);
+
+export const lbMaglevKey = defineStruct("lb_maglev_key", [
+  ["service_id", "u32"],
+  ["chunk", "u16"],
+  ["scope", "u8"],
+  ["pad", "u8"],
+] as const);
+
+export const lbMaglevChunk = defineStruct("lb_maglev_chunk", [["backend_ids", { bytes: MAGLEV_CHUNK * 4 }]] as const);
+
+export const lbAffinityKey = defineStruct("lb_affinity_key", [
+  ["netns_cookie", "u64"],
+  ["service_id", "u32"],
+  ["pad", "u32"],
+] as const);
+
+export const lbAffinity = defineStruct("lb_affinity", [
+  ["last_used_ns", "u64"],
+  ["backend_id", "u32"],
+  ["pad", "u32"],
+] as const);
+
+export const lb4RevnatKey = defineStruct("lb4_revnat_key", [
+  ["sock_cookie", "u64"],
+  ["address", "ipv4"],
+  ["port", "be16"],
+  ["pad", "u16"],
+] as const);
+
+export const lb4Revnat = defineStruct("lb4_revnat", [
+  ["address", "ipv4"],
+  ["port", "be16"],
+  ["proto", "u8"],
+  ["pad", "u8"],
+  ["service_id", "u32"],
+] as const);
+
+export const lb4Conn = defineStruct("lb4_conn", [
+  ["netns_cookie", "u64"],
+  ["vip", "ipv4"],
+  ["backend_address", "ipv4"],
+  ["vport", "be16"],
+  ["backend_port", "be16"],
+  ["proto", "u8"],
+  ["pad", { bytes: 3 }],
+  ["service_id", "u32"],
+  ["backend_id", "u32"],
+  ["identity", "u32"],
+  ["pad2", "u32"],
+] as const);
+
+export const netnsInfo = defineStruct("netns_info", [
+  ["identity", "u32"],
+  ["flags", "u32"],
+] as const);
+
+/** Every mirror of a struct in sock.o, for the BTF comparison. */
+export const LB_MIRRORS = [lb4Key, lb4Service, lb4Backend, lbMaglevKey, lbMaglevChunk, lbAffinityKey, lbAffinity, lb4RevnatKey, lb4Revnat, lb4Conn, netnsInfo];
+
+// ---- typed encoders ---------------------------------------------------------------------------
+
+const PAD3 = Buffer.alloc(3);
+
+export interface FrontendKey {
+  address: string;
+  port: number;
+  proto: Protocol;
+}
+
+/** lb4_services key: slot 0 is the service entry, 1..count the backend slots. */
+export function serviceKey(f: FrontendKey, slot: number): Buffer {
+  return lb4Key.encode({ address: f.address, dport: f.port, slot, proto: PROTO[f.proto], pad: PAD3 });
+}
+
+export interface ServiceEntry {
+  serviceId: number;
+  count: number;
+  affinityTimeout: number;
+  maglevSize: number;
+  flags: number;
+}
+
+/** lb4_services value of slot 0. */
+export function serviceValue(e: ServiceEntry): Buffer {
+  return lb4Service.encode({
+    service_id: e.serviceId,
+    backend_id: 0,
+    count: e.count,
+    affinity_timeout: e.affinityTimeout,
+    maglev_size: e.maglevSize,
+    flags: e.flags,
+  });
+}
+
+/** lb4_services value of a backend slot. */
+export function slotValue(serviceId: number, backendId: number): Buffer {
+  return lb4Service.encode({ service_id: serviceId, backend_id: backendId, count: 0, affinity_timeout: 0, maglev_size: 0, flags: 0 });
+}
+
+/** lb4_backends key: the backend id (u32, host order). */
+export function backendKey(id: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(id);
+  return b;
+}
+
+export interface BackendEntry {
+  address: string;
+  port: number;
+  proto: Protocol;
+  flags: number;
+  serviceId: number;
+}
+
+export function backendValue(e: BackendEntry): Buffer {
+  return lb4Backend.encode({ address: e.address, port: e.port, proto: PROTO[e.proto], flags: e.flags, service_id: e.serviceId });
+}
+
+export function maglevKey(serviceId: number, scope: 0 | 1, chunk: number): Buffer {
+  return lbMaglevKey.encode({ service_id: serviceId, chunk, scope, pad: 0 });
+}
+
+/**
+ * One 256-entry chunk of a table of backend ids. Entries past the table's end repeat it from the
+ * start: while a table shrinks, the service entry still holds the old size for a moment, and an
+ * index past the new end must still name a live backend.
+ */
+export function maglevChunkValue(table: ArrayLike<number>, chunk: number): Buffer {
+  const b = Buffer.alloc(MAGLEV_CHUNK * 4);
+  if (table.length === 0) return b;
+  const start = chunk * MAGLEV_CHUNK;
+  for (let i = 0; i < MAGLEV_CHUNK; i++) b.writeUInt32LE(table[(start + i) % table.length] as number, i * 4);
+  return b;
+}
+
+/** A u64 key (netns cookie, socket cookie), host order. */
+export function cookieKey(cookie: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(cookie);
+  return b;
+}
+
+export function netnsValue(identity: number): Buffer {
+  return netnsInfo.encode({ identity, flags: 0 });
+}
+
+export function protocolName(n: number): Protocol | undefined {
+  return n === PROTO.TCP ? "TCP" : n === PROTO.UDP ? "UDP" : undefined;
+}
