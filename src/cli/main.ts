@@ -4,9 +4,10 @@
 import { isWeftError } from "../core/errors.ts";
 import { clusterCommands } from "./cluster.ts";
 import type { Command } from "./command.ts";
+import { operatorCommands } from "./operator.ts";
 import { policyCommand } from "./policy.ts";
 
-const commands: Command[] = [...clusterCommands, policyCommand];
+const commands: Command[] = [...clusterCommands, policyCommand, ...operatorCommands];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -5,6 +5,9 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import YAML from "yaml";
+import type { AgentHealth } from "../agent/main.ts";
+import { loadClusterConfig } from "../cluster/state.ts";
+import { openStore } from "../cluster/store.ts";
 import { isWeftError, WeftError } from "../core/errors.ts";
 import type { AuditConfig } from "../policy/compile.ts";
 import type { EndpointInput, NamespaceInput } from "../policy/identity.ts";
@@ -14,6 +17,7 @@ import { buildScenario, type PeerSpec, parseLabelList } from "../policy/scenario
 import { formatTrace, type TraceRequest, traceFlow } from "../policy/trace.ts";
 import { type Problem, problemWhere, validateDocument, validateText } from "../policy/validate.ts";
 import { type Command, printTable } from "./command.ts";
+import { agentFile } from "./operator.ts";
 
 export interface Io {
   out: NodeJS.WritableStream;
@@ -24,6 +28,8 @@ const USAGE = `Usage:
   weft policy validate FILE|DIR...
       Validate NetworkPolicy, CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy documents.
       Exit 1 listing every problem (code, file, JSON path, reason).
+  weft policy wait [--revision N] [--timeout SECONDS] [--cluster NAME]
+      Wait until every node's agent enforces store revision N (default: the current revision).
   weft policy get [--cluster NAME | -f FILE...] [-n NAMESPACE] [-o table|yaml|json]
       Show policies of a cluster (default cluster: weft) or of files.
   weft policy trace SOURCE DESTINATION --dport PORT[/tcp|udp|sctp|icmp|icmpv6] [L7] [--cluster NAME | -f FILE...]
@@ -335,6 +341,36 @@ async function trace(args: string[], io: Io): Promise<number> {
   return 0;
 }
 
+/**
+ * `weft policy wait [--revision N] [--timeout S]`: returns once every node's agent enforces the
+ * store revision N (default: the current one) — what tests wait on instead of sleeping.
+ */
+async function wait(args: string[], io: Io): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      cluster: { type: "string", default: process.env.WEFT_CLUSTER ?? "weft" },
+      revision: { type: "string" },
+      timeout: { type: "string", default: "60" },
+    },
+    strict: true,
+  });
+  const cfg = loadClusterConfig(values.cluster);
+  const target = values.revision ? Number(values.revision) : openStore(cfg.name).revision();
+  if (!Number.isInteger(target) || target < 0) throw new WeftError("WEFT_USAGE", `--revision must be a whole number, got "${values.revision}"`);
+  const deadline = Date.now() + Number(values.timeout) * 1000;
+  const started = Date.now();
+  for (;;) {
+    const behind = cfg.nodes.filter((n) => (agentFile<AgentHealth>(cfg, n.name, "agent.health.json")?.policyRevision ?? -1) < target).map((n) => n.name);
+    if (behind.length === 0) {
+      io.out.write(`revision ${target} enforced on ${cfg.nodes.length} nodes (${Date.now() - started} ms)\n`);
+      return 0;
+    }
+    if (Date.now() > deadline) throw new WeftError("WEFT_TIMEOUT", `revision ${target} not enforced after ${values.timeout}s on: ${behind.join(", ")}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** The whole `weft policy` command against explicit streams (tests use this). */
 export async function runPolicy(args: string[], io: Io): Promise<number> {
   const [sub, ...rest] = args;
@@ -346,6 +382,8 @@ export async function runPolicy(args: string[], io: Io): Promise<number> {
         return await get(rest, io);
       case "trace":
         return await trace(rest, io);
+      case "wait":
+        return await wait(rest, io);
       default:
         io.err.write(`WEFT_USAGE: ${sub ? `unknown subcommand "${sub}"` : "a subcommand is required"}\n${USAGE}\n`);
         return 2;
