@@ -1,0 +1,104 @@
+// Services through the socket-level load balancer on the local cluster: DNS names, spreading over
+// backends on both nodes, scaling, the VIP as the peer, refusal without backends, UDP.
+
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { REPO, TestCluster } from "../harness/cluster.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "weft-services-"));
+function manifest(name: string, yaml: string): string {
+  const file = join(dir, `${name}.yaml`);
+  writeFileSync(file, yaml);
+  return file;
+}
+
+/** Runs `n` requests, each on a new connection, from a pod; returns the answering pods' names. */
+async function spread(c: TestCluster, from: string, url: string, n: number): Promise<string[]> {
+  const r = await c.exec(from, ["sh", "-c", `for i in $(seq ${n}); do curl -s --max-time 3 ${url}; echo; done`]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => (JSON.parse(l) as { pod: string }).pod);
+}
+
+function count(names: string[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const n of names) m.set(n, (m.get(n) ?? 0) + 1);
+  return m;
+}
+
+describe("services", () => {
+  let c: TestCluster;
+  before(async () => {
+    c = await TestCluster.start({ nodes: 2, manifests: join(REPO, "examples") });
+    assert.equal((await c.cli(["policy", "wait"])).code, 0);
+  });
+  after(async () => {
+    await c?.down();
+  });
+
+  it("spreads 300 new connections to the ClusterIP, by DNS name, over every backend on both nodes", async () => {
+    const started = Date.now();
+    const names = await spread(c, "client-1", "http://echo.default.svc.cluster.local/", 300);
+    console.log(`# 300 requests in ${Date.now() - started} ms`);
+    assert.equal(names.length, 300, "every request answered");
+    const counts = count(names);
+    assert.equal(counts.size, 3, `every backend answered: ${[...counts]}`);
+    // Binomial(300, 1/3): mean 100, sd 8.2; 5 sd either side.
+    for (const [pod, n] of counts) assert.ok(n >= 59 && n <= 141, `${pod} got ${n} of 300`);
+    const pods = await c.pods();
+    const nodes = new Set(pods.filter((p) => counts.has(p.metadata.name)).map((p) => p.spec.nodeName));
+    assert.deepEqual([...nodes].sort(), ["node-1", "node-2"]);
+  });
+
+  it("short names resolve through the search domains and the peer is the VIP", async () => {
+    const svc = JSON.parse((await c.cli(["get", "services", "-o", "json"])).stdout) as { items: { metadata: { name: string }; spec: { clusterIP: string } }[] };
+    const vip = svc.items.find((s) => s.metadata.name === "echo")?.spec.clusterIP as string;
+    const r = await c.exec("client-2", ["curl", "-s", "-o", "/dev/null", "-w", "%{remote_ip}:%{remote_port}", "--max-time", "3", "http://echo/"]);
+    assert.equal(r.stdout, `${vip}:80`);
+  });
+
+  it("answers DNS over UDP on the cluster DNS ClusterIP: A, AAAA NODATA, NXDOMAIN", async () => {
+    const a = await c.exec("client-1", ["dig", "+short", "echo.default.svc.cluster.local", "A"]);
+    assert.match(a.stdout.trim(), /^10\.96\.\d+\.\d+$/);
+    const aaaa = await c.exec("client-1", ["dig", "+noall", "+comments", "echo.default.svc.cluster.local", "AAAA"]);
+    assert.match(aaaa.stdout, /status: NOERROR/);
+    assert.match(aaaa.stdout, /ANSWER: 0/);
+    const nx = await c.exec("client-1", ["dig", "+noall", "+comments", "nope.default.svc.cluster.local"]);
+    assert.match(nx.stdout, /status: NXDOMAIN/);
+  });
+
+  it("updates backends when the Deployment scales 3 → 5 (delay printed)", async () => {
+    const deploy = (replicas: number) =>
+      manifest(
+        "echo",
+        `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: echo, labels: {app: echo}}\nspec:\n  replicas: ${replicas}\n  selector: {matchLabels: {app: echo}}\n  template:\n    metadata: {labels: {app: echo}}\n    spec:\n      containers:\n        - name: echo\n          image: weft/echo\n          ports: [{name: http, containerPort: 8080}]\n          readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}\n`,
+      );
+    const started = Date.now();
+    assert.equal((await c.apply(deploy(5))).code, 0);
+    await c.waitFor(
+      "5 backends answer",
+      async () => {
+        const names = await spread(c, "client-1", "http://echo/", 40);
+        return count(names).size === 5;
+      },
+      60_000,
+    );
+    console.log(`# scale 3 -> 5 to traffic on 5 backends: ${Date.now() - started} ms`);
+  });
+
+  it("refuses at once when a service has no ready backend", async () => {
+    assert.equal((await c.apply(manifest("empty", "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  selector: {app: nobody}\n  ports: [{port: 80}]\n"))).code, 0);
+    assert.equal((await c.cli(["policy", "wait"])).code, 0);
+    const started = Date.now();
+    const r = await c.exec("client-1", ["curl", "-sS", "--max-time", "5", "http://empty/"]);
+    const ms = Date.now() - started;
+    assert.equal(r.code, 7, `curl: ${r.stderr}`); // couldn't connect
+    assert.match(r.stderr, /Connection refused|Couldn't connect/);
+    assert.ok(ms < 3000, `refused in ${ms} ms`);
+  });
+});
