@@ -22,7 +22,17 @@ import {
   writeMaps,
 } from "./loader.ts";
 import { cookieKey, LB_MAPS, netnsValue } from "./maps/lb.ts";
-import { type EndpointSliceInput, idsFromContents, type LbContents, type LbState, lbContents, lbDiff, desiredLb, type ServiceInput, type ServiceProblem } from "./services.ts";
+import {
+  desiredLb,
+  type EndpointSliceInput,
+  idsFromContents,
+  type LbContents,
+  type LbState,
+  lbContents,
+  lbDiff,
+  type ServiceInput,
+  type ServiceProblem,
+} from "./services.ts";
 
 /** sock.o's programs and the cgroup hook each one takes; links are pinned as links/<link>. */
 export const SOCK_HOOKS: readonly { program: string; hook: CgroupHook; link: string }[] = [

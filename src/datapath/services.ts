@@ -184,7 +184,11 @@ interface Resolved {
  * The desired service maps for one node. Services are taken in namespace/name order, so when two
  * claim the same frontend the first keeps it and the second is reported.
  */
-export function desiredLb(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], opts: LbOptions = {}): { state: LbState; problems: ServiceProblem[] } {
+export function desiredLb(
+  services: readonly ServiceInput[],
+  slices: readonly EndpointSliceInput[],
+  opts: LbOptions = {},
+): { state: LbState; problems: ServiceProblem[] } {
   const prev = opts.previous ?? emptyIds();
   let nextService = prev.nextService;
   let nextBackend = prev.nextBackend;
@@ -220,7 +224,11 @@ export function desiredLb(services: readonly ServiceInput[], slices: readonly En
     if (clusterIP === "None") continue; // headless: DNS only
     // -- service-wide settings: any error leaves the whole service out --
     if (clusterIP !== undefined && clusterIP !== "" && !IPV4.test(clusterIP)) {
-      problem(clusterIP.includes(":") ? `clusterIP ${clusterIP}: IPv6 is not supported yet` : `clusterIP "${clusterIP}" is not an IPv4 address`, undefined, clusterIP.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID");
+      problem(
+        clusterIP.includes(":") ? `clusterIP ${clusterIP}: IPv6 is not supported yet` : `clusterIP "${clusterIP}" is not an IPv4 address`,
+        undefined,
+        clusterIP.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
+      );
       continue;
     }
     const externalIPs = spec.externalIPs ?? [];
@@ -483,7 +491,7 @@ export function lbDiff(old: LbContents, next: LbContents, pinOf: (map: string) =
     for (const [k, v] of n) {
       if (!filter(k)) continue;
       const was = o.get(k);
-      if (!was || !was.equals(v)) out.push({ op: "update", map: pinOf(map), key: Buffer.from(k, "hex"), value: v });
+      if (!was?.equals(v)) out.push({ op: "update", map: pinOf(map), key: Buffer.from(k, "hex"), value: v });
     }
     return out;
   };

@@ -1,0 +1,370 @@
+// The socket-level service load balancer (bpf/sock.c, lib/lb.h) on the real kernel: in a
+// throwaway netns + child cgroup, backends listen on 127.0.0.2-5 and clients placed in the cgroup
+// connect or send to service VIPs. Asserts the backend reached (its greeting), the peer the app
+// sees, errors and their timing, and the kernel's map entries.
+// Run: node --import tsx --test test/integration/datapath/sock.test.ts
+
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { loadSockDatapath, registerNetns, ServiceSync, unregisterNetns } from "../../../src/datapath/lb-sync.ts";
+import { dumpMap, pins, writeMaps } from "../../../src/datapath/loader.ts";
+import { flowHash, maglevTable } from "../../../src/datapath/maglev.ts";
+import { BE_TERMINATING, cookieKey, LB_MAPS, lb4Backend, lb4Conn, netnsValue } from "../../../src/datapath/maps/lb.ts";
+import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
+import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
+
+const REPO = fileURLToPath(new URL("../../../", import.meta.url));
+const NODE = process.execPath;
+const BACKENDS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+const TCP_PORT = 8080;
+const UDP_PORT = 5353;
+const MAGLEV_SIZE = 251;
+
+// One script for every role, run with `node --input-type=module -e`; each role bounds itself in time.
+//   serve ADDRS TCP UDP        TCP: writes "ADDR:TCP\n" then ends; UDP: answers "ADDR:UDP"; prints {"ready":true}
+//   tcp HOST PORT N            N sequential connects; counts greetings and the peers getpeername shows
+//   tcp-bound HOST PORT SRC P..  one connect per source port P, bound to SRC:P; prints the backend of each
+//   refused HOST PORT          one connect; prints the error code and how long it took
+//   udp HOST PORT N            N datagrams from one unconnected socket; counts replies and their sources
+//   udp-connected HOST PORT    connect(), then one datagram; prints remoteAddress() and the reply's source
+const SCRIPT = `
+import dgram from "node:dgram";
+import net from "node:net";
+const [mode, ...a] = process.argv.slice(1);
+setTimeout(() => { process.stderr.write("timeout\\n"); process.exit(3); }, mode === "serve" ? 120000 : 20000).unref();
+const out = (x) => process.stdout.write(JSON.stringify(x) + "\\n");
+const bump = (m, k) => { m[k] = (m[k] ?? 0) + 1; };
+function connectOnce(host, port, local) {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const s = net.connect({ host, port, ...(local ?? {}) });
+    let data = "", peer = "";
+    s.on("connect", () => { peer = s.remoteAddress + ":" + s.remotePort; });
+    s.on("data", (d) => { data += d; });
+    s.on("end", () => s.end());
+    s.on("error", (e) => resolve({ error: e.code, ms: performance.now() - t0 }));
+    s.on("close", () => resolve({ backend: data.trim(), peer, ms: performance.now() - t0 }));
+  });
+}
+if (mode === "serve") {
+  const [addrs, tcp, udp] = [a[0].split(","), Number(a[1]), Number(a[2])];
+  let pending = addrs.length * 2;
+  const ready = () => { if (--pending === 0) out({ ready: true }); };
+  for (const addr of addrs) {
+    net.createServer((s) => s.end(addr + ":" + tcp + "\\n")).listen(tcp, addr, ready);
+    const u = dgram.createSocket("udp4");
+    u.on("message", (_m, r) => u.send(addr + ":" + udp, r.port, r.address));
+    u.bind(udp, addr, ready);
+  }
+  process.stdin.on("end", () => process.exit(0)).resume();
+} else if (mode === "tcp") {
+  const counts = {}, peers = {}, errors = {};
+  for (let i = 0; i < Number(a[2]); i++) {
+    const r = await connectOnce(a[0], Number(a[1]));
+    if (r.error) bump(errors, r.error); else { bump(counts, r.backend); bump(peers, r.peer); }
+  }
+  out({ counts, peers, errors });
+} else if (mode === "tcp-bound") {
+  const backends = {};
+  for (const p of a.slice(3)) {
+    const r = await connectOnce(a[0], Number(a[1]), { localAddress: a[2], localPort: Number(p) });
+    backends[p] = r.backend ?? r.error;
+  }
+  out({ backends });
+} else if (mode === "refused") {
+  out(await connectOnce(a[0], Number(a[1])));
+} else if (mode === "udp") {
+  const s = dgram.createSocket("udp4");
+  const counts = {}, sources = {};
+  for (let i = 0; i < Number(a[2]); i++) {
+    const reply = new Promise((resolve) => s.once("message", (m, r) => resolve([String(m), r.address + ":" + r.port])));
+    const sent = await new Promise((resolve) => s.send("x", Number(a[1]), a[0], (e) => resolve(e ? e.code : "ok")));
+    if (sent !== "ok") { bump(counts, sent); s.removeAllListeners("message"); continue; }
+    const [m, src] = await reply;
+    bump(counts, m); bump(sources, src);
+  }
+  s.close();
+  out({ counts, sources });
+} else if (mode === "udp-connected") {
+  const s = dgram.createSocket("udp4");
+  await new Promise((resolve) => s.connect(Number(a[1]), a[0], resolve));
+  const remote = s.remoteAddress();
+  const reply = new Promise((resolve) => s.once("message", (m, r) => resolve([String(m), r.address + ":" + r.port])));
+  s.send("x");
+  const [m, src] = await reply;
+  s.close();
+  out({ remote: remote.address + ":" + remote.port, backend: m, source: src });
+}
+`;
+
+/** What the roles print (each role fills its own fields). */
+interface ClientResult {
+  counts: Record<string, number>;
+  peers: Record<string, number>;
+  errors: Record<string, number>;
+  sources: Record<string, number>;
+  backends: Record<string, string>;
+  error?: string;
+  ms: number;
+  remote: string;
+  source: string;
+  backend: string;
+}
+
+function lineFrom(child: ChildProcess, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let out = "";
+    let err = "";
+    const timer = setTimeout(() => reject(new Error(`no output after ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
+    child.stderr?.on("data", (d) => {
+      err += d;
+    });
+    child.stdout?.on("data", (d) => {
+      out += d;
+      const nl = out.indexOf("\n");
+      if (nl >= 0) {
+        clearTimeout(timer);
+        resolve(JSON.parse(out.slice(0, nl)));
+      }
+    });
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      if (!out.includes("\n")) reject(new Error(`exited ${code} without output; stderr: ${err}`));
+    });
+  });
+}
+
+function svc(name: string, clusterIP: string, extra: Partial<NonNullable<ServiceInput["spec"]>> = {}, annotations?: Record<string, string>): ServiceInput {
+  return {
+    metadata: { namespace: "default", name, ...(annotations ? { annotations } : {}) },
+    spec: {
+      clusterIP,
+      ports: [
+        { name: "http", port: 80, targetPort: TCP_PORT, protocol: "TCP" },
+        { name: "dns", port: 53, targetPort: UDP_PORT, protocol: "UDP" },
+      ],
+      ...extra,
+    },
+  };
+}
+
+function slice(service: string, endpoints: { ip: string; terminating?: boolean }[]): EndpointSliceInput {
+  return {
+    metadata: { namespace: "default", name: `${service}-0`, labels: { "kubernetes.io/service-name": service } },
+    addressType: "IPv4",
+    endpoints: endpoints.map((e) => ({
+      addresses: [e.ip],
+      conditions: { ready: !e.terminating, serving: true, terminating: !!e.terminating },
+      nodeName: "n1",
+    })),
+    ports: [
+      { name: "http", port: TCP_PORT, protocol: "TCP" },
+      { name: "dns", port: UDP_PORT, protocol: "UDP" },
+    ],
+  };
+}
+
+const all = BACKENDS.map((ip) => ({ ip }));
+const SERVICES: ServiceInput[] = [
+  svc("web", "10.96.0.50", { externalIPs: ["192.0.2.10"] }),
+  svc("empty", "10.96.0.51"),
+  svc("sticky", "10.96.0.52", { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 2 } } }),
+  svc("mag", "10.96.0.53", {}, { "service.weft.io/lb-algorithm": "maglev", "service.weft.io/maglev-table-size": String(MAGLEV_SIZE) }),
+  svc("draining", "10.96.0.54"),
+  svc(
+    "sticky-mag",
+    "10.96.0.55",
+    { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 2 } } },
+    { "service.weft.io/lb-algorithm": "maglev", "service.weft.io/maglev-table-size": String(MAGLEV_SIZE) },
+  ),
+];
+const SLICES: EndpointSliceInput[] = [
+  slice("web", all),
+  slice("empty", []),
+  slice("sticky", all),
+  slice("mag", all),
+  slice("draining", [{ ip: "127.0.0.2" }, { ip: "127.0.0.3", terminating: true }]),
+  slice("sticky-mag", all),
+];
+
+/** The backend the kernel must pick for a bound TCP flow to a Maglev service (TypeScript reference). */
+function expectedMaglev(vip: string, sport: number): string {
+  const table = maglevTable(
+    BACKENDS.map((ip) => ({ name: `${ip}:${TCP_PORT}` })),
+    MAGLEV_SIZE,
+  );
+  const i = table[flowHash({ saddr: "127.0.0.1", sport, daddr: vip, dport: 80, proto: 6 }) % MAGLEV_SIZE] as number;
+  return `${BACKENDS[i]}:${TCP_PORT}`;
+}
+
+describe("socket load balancer (real BPF, throwaway netns + child cgroup)", { timeout: 180_000 }, () => {
+  let sb: Sandbox;
+  let sync: ServiceSync;
+  let cookie: bigint;
+
+  const client = (...args: string[]) => lineFrom(sb.spawnInCgroup([NODE, "--input-type=module", "-e", SCRIPT, ...args]), 25_000) as Promise<ClientResult>;
+  const outsider = (...args: string[]) => lineFrom(sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, ...args]), 25_000) as Promise<ClientResult>;
+
+  before(async () => {
+    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
+    await removeStale("sock");
+    sb = await createSandbox("sock");
+    const server = sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, "serve", BACKENDS.join(","), String(TCP_PORT), String(UDP_PORT)]);
+    await lineFrom(server, 10_000);
+    await loadSockDatapath(sb.pinRoot, sb.cgroup);
+    cookie = await registerNetns(sb.pinRoot, sb.netns, 4242);
+    sync = new ServiceSync(sb.pinRoot, "n1");
+    const report = await sync.sync(SERVICES, SLICES);
+    assert.deepEqual(report.problems, []);
+  });
+
+  after(async () => {
+    await sb?.dispose();
+  });
+
+  it("refuses to attach to a root cgroup", async () => {
+    await assert.rejects(loadSockDatapath(sb.pinRoot, "/sys/fs/cgroup/unified"), /root cgroup/);
+  });
+
+  it("spreads 200 new TCP connections over every backend; getpeername shows the VIP", async () => {
+    const r = await client("tcp", "10.96.0.50", "80", "200");
+    assert.deepEqual(r.errors, {});
+    assert.deepEqual(Object.keys(r.counts).sort(), BACKENDS.map((b) => `${b}:${TCP_PORT}`).sort());
+    // Binomial(200, 1/4): mean 50, sd 6.1; [20, 80] is about 5 sd either side.
+    for (const [b, n] of Object.entries(r.counts)) assert.ok(n >= 20 && n <= 80, `${b}: ${n} of 200`);
+    assert.deepEqual(r.peers, { "10.96.0.50:80": 200 });
+  });
+
+  it("records each translated connection for the proxy: VIP, backend, client netns and identity", async () => {
+    const dump = await dumpMap(pins.map(sb.pinRoot, LB_MAPS.conns));
+    const conns = dump.entries.map((e) => lb4Conn.decode(e.value)).filter((c) => c.vip === "10.96.0.50" && c.proto === 6);
+    assert.ok(conns.length >= 200, `${conns.length} records`);
+    for (const c of conns) {
+      assert.equal(c.vport, 80);
+      assert.ok(BACKENDS.includes(c.backend_address));
+      assert.equal(c.backend_port, TCP_PORT);
+      assert.equal(c.netns_cookie, cookie);
+      assert.equal(c.identity, 4242);
+    }
+  });
+
+  it("translates an ExternalIP like the ClusterIP", async () => {
+    const r = await client("tcp", "192.0.2.10", "80", "8");
+    assert.deepEqual(r.errors, {});
+    assert.deepEqual(r.peers, { "192.0.2.10:80": 8 });
+  });
+
+  it("UDP: datagrams to the VIP reach the backends and replies come from the VIP", async () => {
+    const r = await client("udp", "10.96.0.50", "53", "40");
+    assert.equal(Object.keys(r.counts).length, 4, JSON.stringify(r.counts));
+    assert.deepEqual(r.sources, { "10.96.0.50:53": 40 });
+  });
+
+  it("UDP: a connected socket sees the VIP as its peer and as the reply's source", async () => {
+    const r = await client("udp-connected", "10.96.0.50", "53");
+    assert.equal(r.remote, "10.96.0.50:53");
+    assert.equal(r.source, "10.96.0.50:53");
+    assert.ok(BACKENDS.map((b) => `${b}:${UDP_PORT}`).includes(r.backend));
+  });
+
+  it("a service without ready backends refuses at once (ECONNREFUSED, TCP and UDP)", async () => {
+    const r = await client("refused", "10.96.0.51", "80");
+    assert.equal(r.error, "ECONNREFUSED");
+    assert.ok(r.ms < 1000, `${r.ms} ms`);
+    const u = await client("udp", "10.96.0.51", "53", "1");
+    assert.deepEqual(u.counts, { ECONNREFUSED: 1 });
+  });
+
+  it("never picks a terminating backend for a new connection, but keeps its entry", async () => {
+    const r = await client("tcp", "10.96.0.54", "80", "30");
+    assert.deepEqual(r.counts, { [`127.0.0.2:${TCP_PORT}`]: 30 });
+    const backends = (await dumpMap(pins.map(sb.pinRoot, LB_MAPS.backends))).entries.map((e) => lb4Backend.decode(e.value));
+    const draining = backends.find((b) => b.address === "127.0.0.3" && b.flags & BE_TERMINATING);
+    assert.ok(draining, "the terminating backend is still in lb4_backends, flagged");
+  });
+
+  it("Maglev: the backend of each bound flow is the one the TypeScript table names", async () => {
+    const ports = Array.from({ length: 40 }, (_, i) => String(41000 + i));
+    const r = await client("tcp-bound", "10.96.0.53", "80", "127.0.0.1", ...ports);
+    const want = Object.fromEntries(ports.map((p) => [p, expectedMaglev("10.96.0.53", Number(p))]));
+    assert.deepEqual(r.backends, want);
+    assert.ok(new Set(Object.values(want)).size > 1, "the flows cover more than one backend");
+  });
+
+  it("ClientIP affinity pins a client to one backend", async () => {
+    const r = await client("tcp", "10.96.0.52", "80", "20");
+    assert.deepEqual(r.errors, {});
+    assert.equal(Object.keys(r.counts).length, 1, JSON.stringify(r.counts));
+  });
+
+  it("ClientIP affinity outlives other choices within the timeout and expires after it", async () => {
+    // With Maglev under affinity, the choice without affinity is known for each source port.
+    const vip = "10.96.0.55";
+    const p1 = 42000;
+    const first = expectedMaglev(vip, p1);
+    let p2 = 42001;
+    while (expectedMaglev(vip, p2) === first && p2 < 42100) p2++;
+    const second = expectedMaglev(vip, p2);
+    assert.notEqual(first, second);
+    const a = await client("tcp-bound", vip, "80", "127.0.0.1", String(p1), String(p2));
+    assert.deepEqual(a.backends, { [p1]: first, [p2]: first }, "within the timeout the pinned backend wins");
+    await new Promise((r) => setTimeout(r, 2_300));
+    const b = await client("tcp-bound", vip, "80", "127.0.0.1", String(p2 + 200));
+    const p3 = p2 + 200;
+    assert.deepEqual(b.backends, { [p3]: expectedMaglev(vip, p3) }, "after the timeout the choice is made afresh");
+    const c = await client("tcp-bound", vip, "80", "127.0.0.1", String(p2 + 300));
+    assert.deepEqual(c.backends, { [p2 + 300]: expectedMaglev(vip, p3) }, "and pinned again");
+  });
+
+  it("leaves a process outside the cgroup untouched", async () => {
+    const r = await outsider("refused", "10.96.0.50", "80");
+    assert.equal(r.error, "ENETUNREACH");
+  });
+
+  it("leaves an unmanaged namespace untouched", async () => {
+    await unregisterNetns(sb.pinRoot, cookie);
+    try {
+      const r = await client("refused", "10.96.0.50", "80");
+      assert.equal(r.error, "ENETUNREACH");
+    } finally {
+      await writeMaps([{ op: "update", map: pins.map(sb.pinRoot, LB_MAPS.netns), key: cookieKey(cookie), value: netnsValue(4242) }]);
+    }
+    const r = await client("tcp", "10.96.0.50", "80", "1");
+    assert.deepEqual(r.errors, {});
+  });
+
+  it("a backend removed from the service gets no new connection", async () => {
+    const fewer = SLICES.map((s) => (s.metadata.name === "web-0" ? slice("web", all.slice(0, 3)) : s));
+    const report = await sync.sync(SERVICES, fewer);
+    assert.ok(report.writes.deleted > 0);
+    const r = await client("tcp", "10.96.0.50", "80", "60");
+    assert.deepEqual(
+      Object.keys(r.counts).sort(),
+      BACKENDS.slice(0, 3).map((b) => `${b}:${TCP_PORT}`),
+    );
+    await sync.sync(SERVICES, SLICES);
+  });
+
+  it("a fresh process reconciles from the pinned maps without writing or flushing anything", async () => {
+    const before = await dumpMap(pins.map(sb.pinRoot, LB_MAPS.services));
+    const script = `
+      import { loadSockDatapath, ServiceSync } from "${REPO}src/datapath/lb-sync.ts";
+      const input = JSON.parse(process.argv[1]);
+      const d = await loadSockDatapath(input.root, input.cgroup);
+      const r = await new ServiceSync(input.root, "n1").sync(input.services, input.slices);
+      process.stdout.write(JSON.stringify({ adopted: d.links.map((l) => l.adopted), writes: r.writes, fromPinned: r.fromPinned }) + "\\n");
+    `;
+    const input = JSON.stringify({ root: sb.pinRoot, cgroup: sb.cgroup, services: SERVICES, slices: SLICES });
+    const child = spawn(NODE, ["--import", "tsx", "--input-type=module", "-e", script, input], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+    const r = (await lineFrom(child, 30_000)) as { adopted: boolean[]; writes: unknown; fromPinned: boolean };
+    assert.deepEqual(r.adopted, [true, true, true, true]);
+    assert.equal(r.fromPinned, true);
+    assert.deepEqual(r.writes, { updated: 0, deleted: 0, absent: 0 });
+    const afterDump = await dumpMap(pins.map(sb.pinRoot, LB_MAPS.services));
+    assert.deepEqual(afterDump.entries, before.entries);
+    const t = await client("tcp", "10.96.0.50", "80", "8");
+    assert.deepEqual(t.peers, { "10.96.0.50:80": 8 });
+  });
+});
