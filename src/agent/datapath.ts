@@ -3,7 +3,7 @@
 // sync computes a diff against what is pinned, so a restarted agent reconciles without flushing.
 
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { type ClusterConfig, cgroupDir, type NodeConfig } from "../cluster/config.ts";
 import type { PodStatusRecord } from "../cluster/state.ts";
 import type { Logger } from "../core/log.ts";
@@ -24,6 +24,7 @@ import {
 } from "../datapath/loader.ts";
 import { ENDPOINTS_MAP, type EndpointEntry, encodeEndpointKey, encodeEndpointValue } from "../datapath/maps/endpoints.ts";
 import { encodeIpcacheKey, encodeIpcacheValue, IPCACHE_MAP, type IpcacheEntry } from "../datapath/maps/ipcache.ts";
+import { cookieKey, LB_MAPS } from "../datapath/maps/lb.ts";
 import { encodePolicyKey, encodePolicyValue, ensureSubjectMap, removeSubjectMap, subjectMapPin } from "../datapath/maps/policy.ts";
 import type { EndpointSliceInput, ServiceInput } from "../datapath/services.ts";
 import type { SubjectPolicy } from "../policy/compile.ts";
@@ -106,6 +107,33 @@ export class NodeDatapath {
     await loadSockDatapath(this.root, cgroupDir(this.cfg.name, this.node.name, "pods"));
     this.ipcache = await readContents(pins.map(this.root, IPCACHE_MAP));
     this.endpoints = await readContents(pins.map(this.root, ENDPOINTS_MAP));
+    // Adopt what a previous agent left: subject maps (removed if their identity has no local pod
+    // any more) and per-pod links and netns registrations (swept after the first endpoint sync).
+    const mapsDir = `${this.root}/maps`;
+    for (const name of existsSync(mapsDir) ? readdirSync(mapsDir) : []) {
+      const m = /^weft_policy_(\d+)$/.exec(name);
+      if (m) this.policy.set(Number(m[1]), await readContents(`${mapsDir}/${name}`));
+    }
+    const linksDir = `${this.root}/links`;
+    this.staleLinks = new Set((existsSync(linksDir) ? readdirSync(linksDir) : []).filter((l) => /^lxc-.*-(from|to)$/.test(l)));
+    this.staleCookies = new Set((await dumpMap(pins.map(this.root, LB_MAPS.netns))).entries.map((e) => e.key.toString("hex")));
+  }
+
+  private staleLinks = new Set<string>();
+  private staleCookies = new Set<string>();
+
+  /** Removes links and netns registrations of pods that went away while no agent was running. */
+  private async sweepAdopted(): Promise<void> {
+    for (const a of this.attached.values()) {
+      this.staleLinks.delete(`lxc-${a.veth}-from`);
+      this.staleLinks.delete(`lxc-${a.veth}-to`);
+      this.staleCookies.delete(cookieKey(a.cookie).toString("hex"));
+    }
+    for (const l of this.staleLinks) await detach(pins.link(this.root, l));
+    if (this.staleLinks.size > 0) this.log.info("removed links of pods gone while the agent was down", { links: [...this.staleLinks] });
+    await writeMaps([...this.staleCookies].map((k) => ({ op: "delete" as const, map: pins.map(this.root, LB_MAPS.netns), key: Buffer.from(k, "hex") })));
+    this.staleLinks.clear();
+    this.staleCookies.clear();
   }
 
   async syncIpcache(entries: IpcacheEntry[]): Promise<number> {
@@ -155,6 +183,7 @@ export class NodeDatapath {
     const ops = contentsDiff(pins.map(this.root, ENDPOINTS_MAP), this.endpoints ?? new Map(), next);
     await writeMaps(ops);
     this.endpoints = next;
+    if (this.staleLinks.size > 0 || this.staleCookies.size > 0) await this.sweepAdopted();
     for (const [uid, a] of this.attached) {
       if (seen.has(uid)) continue;
       await detach(pins.link(this.root, `lxc-${a.veth}-from`));

@@ -20,6 +20,8 @@ import { openStore, type Store } from "./store.ts";
 const TICK_MS = 300;
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
+/** A node component (agent, proxy supervisor) that exits comes back after 5 s, then 10 s, ... (a DaemonSet pod's back-off, shortened). */
+const COMPONENT_BACKOFF_MS = 5000;
 
 /** Runs `argv` in a cgroup, then (optionally) in a pod's network namespace with its /etc/netns files. */
 export function spawnIn(cgroup: string, netns: string | undefined, argv: string[]): [string, string[]] {
@@ -115,7 +117,7 @@ export class Kubelet {
       if (this.stopped) return;
       state.restarts++;
       this.log.warn("node component exited; restarting", { name, code, signal, restarts: state.restarts });
-      setTimeout(() => this.startComponent(name, args), Math.min(BACKOFF_BASE_MS * 2 ** state.restarts, BACKOFF_MAX_MS));
+      setTimeout(() => this.startComponent(name, args), Math.min(COMPONENT_BACKOFF_MS * 2 ** (state.restarts - 1), BACKOFF_MAX_MS));
     });
   }
 
