@@ -3,6 +3,8 @@
 
 import http from "node:http";
 
+const DRAIN_MS = 1000;
+
 export function startEcho(port: number): http.Server {
   const pod = process.env.POD_NAME ?? process.env.HOSTNAME ?? "unknown";
   const server = http.createServer((req, res) => {
@@ -24,7 +26,9 @@ export function startEcho(port: number): http.Server {
     });
   });
   server.listen(port, "0.0.0.0");
-  const stop = () => server.close(() => process.exit(0));
+  // Graceful shutdown as well-behaved servers do it: keep accepting while the endpoint removal
+  // propagates to every node's datapath, then finish what is in flight and exit.
+  const stop = () => setTimeout(() => server.close(() => process.exit(0)), DRAIN_MS).unref();
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
   return server;

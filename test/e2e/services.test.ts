@@ -91,6 +91,72 @@ describe("services", () => {
     console.log(`# scale 3 -> 5 to traffic on 5 backends: ${Date.now() - started} ms`);
   });
 
+  it("rolls the Deployment under a request loop without failing a request", async () => {
+    const template = (version: string) =>
+      manifest(
+        "echo",
+        `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: echo, labels: {app: echo}}\nspec:\n  replicas: 5\n  selector: {matchLabels: {app: echo}}\n  template:\n    metadata: {labels: {app: echo}}\n    spec:\n      containers:\n        - name: echo\n          image: weft/echo\n          env: [{name: VERSION, value: "${version}"}]\n          ports: [{name: http, containerPort: 8080}]\n          readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}\n`,
+      );
+    const before = new Set((await c.pods()).filter((p) => p.metadata.labels.app === "echo").map((p) => p.metadata.name));
+    const loop = c.exec("client-2", ["sh", "-c", "for i in $(seq 300); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 http://echo/ || echo fail; sleep 0.02; done"]);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await c.apply(template("v2"))).code, 0);
+    const r = await loop;
+    const codes = r.stdout.trim().split("\n");
+    assert.equal(codes.length, 300);
+    assert.deepEqual(codes.filter((x) => x !== "200"), [], "no failed request during the rolling update");
+    const rolled = await c.waitFor("all replicas replaced", async () => {
+      const now = (await c.pods()).filter((p) => p.metadata.labels.app === "echo" && !p.metadata.deletionTimestamp);
+      return now.length === 5 && now.every((p) => !before.has(p.metadata.name)) && now;
+    });
+    assert.equal(rolled.length, 5);
+  });
+
+  it("sessionAffinity ClientIP pins a client to one backend and expires after its timeout", async () => {
+    assert.equal(
+      (
+        await c.apply(
+          manifest(
+            "sticky",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: sticky}\nspec:\n  selector: {app: echo}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}\n  ports: [{port: 80, targetPort: http}]\n",
+          ),
+        )
+      ).code,
+      0,
+    );
+    assert.equal((await c.cli(["policy", "wait"])).code, 0);
+    const pinned = count(await spread(c, "client-1", "http://sticky/", 30));
+    assert.equal(pinned.size, 1, `one backend for the pinned client: ${[...pinned]}`);
+    // After each expiry the choice is made afresh: over 6 expiries, more than one backend.
+    const chosen = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      chosen.add((await spread(c, "client-1", "http://sticky/", 1))[0] as string);
+      await new Promise((r) => setTimeout(r, 2600));
+    }
+    assert.ok(chosen.size > 1, `affinity expired: ${[...chosen]}`);
+  });
+
+  it("Maglev (by annotation) keeps a flow's source on one backend and spreads different sources", async () => {
+    assert.equal(
+      (
+        await c.apply(
+          manifest(
+            "maglev",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: hashed, annotations: {service.weft.io/lb-algorithm: maglev}}\nspec:\n  selector: {app: echo}\n  ports: [{port: 80, targetPort: http}]\n",
+          ),
+        )
+      ).code,
+      0,
+    );
+    assert.equal((await c.cli(["policy", "wait"])).code, 0);
+    const samePort = await c.exec("client-1", ["sh", "-c", "for i in $(seq 10); do curl -s --max-time 3 --local-port 41000 http://hashed/; echo; sleep 0.05; done"]);
+    const same = new Set(samePort.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { pod: string }).pod));
+    assert.equal(same.size, 1, `one backend for one source: ${[...same]}`);
+    const many = await c.exec("client-1", ["sh", "-c", "for p in $(seq 41100 41160); do curl -s --max-time 3 --local-port $p http://hashed/; echo; done"]);
+    const spreadOver = new Set(many.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { pod: string }).pod));
+    assert.ok(spreadOver.size >= 3, `different sources spread: ${[...spreadOver]}`);
+  });
+
   it("refuses at once when a service has no ready backend", async () => {
     assert.equal((await c.apply(manifest("empty", "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  selector: {app: nobody}\n  ports: [{port: 80}]\n"))).code, 0);
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
