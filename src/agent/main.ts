@@ -12,6 +12,7 @@ import { openStore, writeAtomic } from "../cluster/store.ts";
 import { isWeftError } from "../core/errors.ts";
 import { createLogger, type Logger } from "../core/log.ts";
 import { decodeEvent, monotonicToDate } from "../datapath/events.ts";
+import { requireKernelFeatures } from "../datapath/features.ts";
 import { openRingBuffer, pins } from "../datapath/loader.ts";
 import { EVENTS_LOST_MAP, EVENTS_MAP } from "../datapath/maps/events.ts";
 import { type Endpoint, flowFromEvent, type Verdict } from "../observe/flow.ts";
@@ -89,6 +90,7 @@ class Agent {
   }
 
   async start(): Promise<void> {
+    await requireKernelFeatures();
     await this.dp.start();
     await this.startEvents();
     this.health.healthy = true;

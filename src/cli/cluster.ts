@@ -9,7 +9,7 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
 
 type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig["options"]>;
 
-import { agentSocket, runAgent } from "../agent/main.ts";
+import { type AgentHealth, agentSocket, runAgent } from "../agent/main.ts";
 import { applyObjects } from "../cluster/apply.ts";
 import { podCgroup } from "../cluster/cgroup.ts";
 import { Kubelet, spawnIn } from "../cluster/kubelet.ts";
@@ -24,6 +24,7 @@ import { runSupervisor } from "../proxy/supervisor.ts";
 import { startDns } from "../workloads/dns.ts";
 import { startEcho } from "../workloads/echo.ts";
 import { type Command, printTable } from "./command.ts";
+import { agentFile } from "./operator.ts";
 
 const DEFAULT_CLUSTER = process.env.WEFT_CLUSTER ?? "weft";
 const DEFAULT_MANIFESTS = new URL("../../examples", import.meta.url).pathname;
@@ -246,6 +247,9 @@ const getCommand: Command = {
           return nsFilter ? row.slice(1) : row;
         }),
       );
+      // What the datapath refused (every agent reports the same for a cluster-wide service).
+      const problems = new Set(cfg.nodes.flatMap((n) => agentFile<AgentHealth>(cfg, n.name, "agent.health.json")?.serviceProblems ?? []));
+      for (const p of problems) process.stdout.write(`Warning: ${p}\n`);
       return 0;
     }
     if (["nodes", "node", "no"].includes(what)) {

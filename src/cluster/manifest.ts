@@ -67,6 +67,12 @@ function ajvProblems(errors: ErrorObject[]): { path: string; reason: string }[] 
       reason = "unknown field";
     } else if (e.keyword === "enum") {
       reason = `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(", ")}`;
+    } else if (e.keyword === "propertyNames") {
+      const name = (e.params as { propertyName: string }).propertyName;
+      path = path ? `${path}.${name}` : name;
+      reason = "invalid label key (want [prefix/]name: letters, digits, '-', '_', '.'; name at most 63 characters)";
+    } else if (e.keyword === "pattern" && /labels|selector|nodeSelector/.test(path)) {
+      reason = "invalid label value (at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric)";
     } else if (e.keyword === "required") {
       const missing = (e.params as { missingProperty: string }).missingProperty;
       path = path ? `${path}.${missing}` : missing;

@@ -8,7 +8,13 @@ const str = { type: "string" };
 const int = { type: "integer" };
 const bool = { type: "boolean" };
 const anyObj = { type: "object" };
-const labels = { type: "object", additionalProperties: { type: "string" } };
+/** Kubernetes label keys ([prefix/]name) and values, as the API server checks them. */
+const labels = {
+  type: "object",
+  propertyNames: { pattern: "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$" },
+  additionalProperties: { type: "string", pattern: "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$" },
+};
+const annotations = { type: "object", additionalProperties: { type: "string" } };
 const intOrString = { anyOf: [{ type: "integer" }, { type: "string" }] };
 
 function obj(properties: Record<string, unknown>, required: string[] = []): Schema {
@@ -21,7 +27,7 @@ const metadata = obj(
     generateName: str,
     namespace: { type: "string", pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength: 63 },
     labels,
-    annotations: labels,
+    annotations,
     uid: str,
     resourceVersion: str,
     generation: int,

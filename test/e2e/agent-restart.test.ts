@@ -3,14 +3,14 @@
 // exactly what the cluster asks for: no duplicates, no leaks.
 
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
 import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { pinRoot, dumpMap, pins } from "../../src/datapath/loader.ts";
-import { ipcacheKey } from "../../src/datapath/maps/ipcache.ts";
+import { dumpMap, pinRoot, pins } from "../../src/datapath/loader.ts";
 import { endpointKey } from "../../src/datapath/maps/endpoints.ts";
+import { ipcacheKey } from "../../src/datapath/maps/ipcache.ts";
 import { LB_MAPS, lb4Key, lb4Service } from "../../src/datapath/maps/lb.ts";
 import { REPO, TEST_STATE_ROOT, TestCluster, WEFT } from "../harness/cluster.ts";
 
@@ -38,10 +38,24 @@ describe("agent restart", () => {
     const healthFile = join(c.stateDir, "run", "node-1", "agent.health.json");
     const oldPid = (JSON.parse(readFileSync(healthFile, "utf8")) as { pid: number }).pid;
     // Client on node-1: one new connection per request, bounded in count and time.
-    const loop = spawn(process.execPath, [WEFT, "exec", "client-1", "--cluster", c.name, "--", "sh", "-c", "for i in $(seq 400); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 http://echo/ || echo fail; sleep 0.03; done"], {
-      env: { ...process.env, WEFT_STATE_DIR: TEST_STATE_ROOT },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const loop = spawn(
+      process.execPath,
+      [
+        WEFT,
+        "exec",
+        "client-1",
+        "--cluster",
+        c.name,
+        "--",
+        "sh",
+        "-c",
+        "for i in $(seq 400); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 http://echo/ || echo fail; sleep 0.03; done",
+      ],
+      {
+        env: { ...process.env, WEFT_STATE_DIR: TEST_STATE_ROOT },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let out = "";
     loop.stdout.on("data", (d) => (out += d));
     const done = new Promise((r) => loop.on("exit", r));
@@ -71,7 +85,12 @@ describe("agent restart", () => {
       "no failed request",
     );
     // The scaled replicas serve once node-1's agent registered them.
-    await c.waitFor("5 ready echo pods", async () => (await c.pods()).filter((p) => p.metadata.labels.app === "echo" && p.status.conditions.find((x) => x.type === "Ready")?.status === "True").length === 5, 60_000);
+    await c.waitFor(
+      "5 ready echo pods",
+      async () =>
+        (await c.pods()).filter((p) => p.metadata.labels.app === "echo" && p.status.conditions.find((x) => x.type === "Ready")?.status === "True").length === 5,
+      60_000,
+    );
   });
 
   it("after the restart every map holds exactly what the cluster asks for", async () => {
@@ -91,13 +110,27 @@ describe("agent restart", () => {
     assert.deepEqual(ipcache.filter((x) => x.startsWith("10.200.") && x.endsWith("/32") && !/^10\.200\.\d+\.1\//.test(x)).sort(), podIPs);
     // endpoints: exactly the pods of node-1.
     const eps = (await dumpMap(pins.map(root, "weft_endpoints"))).entries.map((e) => endpointKey.decode(e.key).addr).sort();
-    assert.deepEqual(eps, all.filter((p) => p.spec.nodeName === "node-1").map((p) => p.status.podIP).sort());
+    assert.deepEqual(
+      eps,
+      all
+        .filter((p) => p.spec.nodeName === "node-1")
+        .map((p) => p.status.podIP)
+        .sort(),
+    );
     // services: every backend slot points at a backend that exists, and no backend is orphaned.
     const svc = (await dumpMap(pins.map(root, LB_MAPS.services))).entries.map((e) => ({ k: lb4Key.decode(e.key), v: lb4Service.decode(e.value) }));
     const backendIds = new Set((await dumpMap(pins.map(root, LB_MAPS.backends))).entries.map((e) => e.key.readUInt32LE(0)));
     const referenced = new Set(svc.filter((s) => s.k.slot > 0).map((s) => s.v.backend_id));
-    assert.deepEqual([...referenced].filter((id) => !backendIds.has(id)), [], "slots point at existing backends");
-    assert.deepEqual([...backendIds].filter((id) => !referenced.has(id)), [], "no orphaned backends");
+    assert.deepEqual(
+      [...referenced].filter((id) => !backendIds.has(id)),
+      [],
+      "slots point at existing backends",
+    );
+    assert.deepEqual(
+      [...backendIds].filter((id) => !referenced.has(id)),
+      [],
+      "no orphaned backends",
+    );
     const echoVip = svc.find((s) => s.k.slot === 0 && s.k.dport === 80);
     assert.equal(echoVip?.v.count, 5, "the echo service has the 5 ready backends");
   });

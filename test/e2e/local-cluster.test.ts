@@ -128,11 +128,17 @@ describe("weft down after a crash of weft up", () => {
     for (let i = 0; i < 200 && !out.includes("network: node-1"); i++) await new Promise((r) => setTimeout(r, 25));
     child.kill("SIGKILL");
     await new Promise((r) => child.on("exit", r));
-    assert.ok((await listNetns()).some((n) => n.startsWith(`weft-${name}-`)), `something was left to clean: ${out}`);
+    assert.ok(
+      (await listNetns()).some((n) => n.startsWith(`weft-${name}-`)),
+      `something was left to clean: ${out}`,
+    );
     const { weft } = await import("../harness/cluster.ts");
     const r = await weft(["down", "--cluster", name]);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual((await listNetns()).filter((n) => n.startsWith(`weft-${name}-`)), []);
+    assert.deepEqual(
+      (await listNetns()).filter((n) => n.startsWith(`weft-${name}-`)),
+      [],
+    );
     assert.equal(existsSync(cgroupDir(name)), false);
     assert.equal(existsSync(join(TEST_STATE_ROOT, name)), false);
   });

@@ -68,7 +68,8 @@ describe("L3/L4 policy", () => {
     const w = await c.cli(["policy", "wait", "--timeout", "30"]);
     assert.equal(w.code, 0, w.stderr);
   }
-  const tcp = async (from: string, port = 8080) => (await c.exec(from, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", `http://${server.status.podIP}:${port}/`])).stdout;
+  const tcp = async (from: string, port = 8080) =>
+    (await c.exec(from, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", `http://${server.status.podIP}:${port}/`])).stdout;
   const udp = async (from: string) => (await c.exec(from, ["sh", "-c", `echo ping | socat -T2 - UDP4:${server.status.podIP}:9000`])).stdout.trim();
   const ping = async (from: string) => (await c.exec(from, ["ping", "-c", "1", "-W", "2", server.status.podIP as string])).code;
 
@@ -114,7 +115,21 @@ spec:
       .trim()
       .split("\n")
       .filter(Boolean)
-      .map((l) => (JSON.parse(l) as { flow: { source: { pod_name?: string }; destination: { pod_name?: string }; drop_reason: number; drop_reason_desc: string; traffic_direction: string; l4?: Record<string, unknown> } }).flow);
+      .map(
+        (l) =>
+          (
+            JSON.parse(l) as {
+              flow: {
+                source: { pod_name?: string };
+                destination: { pod_name?: string };
+                drop_reason: number;
+                drop_reason_desc: string;
+                traffic_direction: string;
+                l4?: Record<string, unknown>;
+              };
+            }
+          ).flow,
+      );
     for (const proto of ["TCP", "UDP", "ICMPv4"]) {
       const f = flows.find((x) => x.source.pod_name === "stranger-far" && x.destination.pod_name === "server" && x.l4 && proto in x.l4);
       assert.ok(f, `a ${proto} drop flow from stranger-far`);
@@ -149,7 +164,10 @@ spec:
   });
 
   it("refuses an invalid policy and keeps enforcing the previous one", async () => {
-    const bad = manifest("bad", "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: server-ingress}\nspec:\n  endpointSelector: {matchLabels: {app: server}}\n  ingress:\n    - fromEndpoint: [{}]\n");
+    const bad = manifest(
+      "bad",
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: server-ingress}\nspec:\n  endpointSelector: {matchLabels: {app: server}}\n  ingress:\n    - fromEndpoint: [{}]\n",
+    );
     const r = await c.apply(bad);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /WEFT_POLICY_INVALID: .*bad\.yaml \(document 1\): spec\.ingress\[0\]\.fromEndpoint/);

@@ -2,7 +2,7 @@
 // backends on both nodes, scaling, the VIP as the peer, refusal without backends, UDP.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -98,13 +98,21 @@ describe("services", () => {
         `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: echo, labels: {app: echo}}\nspec:\n  replicas: 5\n  selector: {matchLabels: {app: echo}}\n  template:\n    metadata: {labels: {app: echo}}\n    spec:\n      containers:\n        - name: echo\n          image: weft/echo\n          env: [{name: VERSION, value: "${version}"}]\n          ports: [{name: http, containerPort: 8080}]\n          readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}\n`,
       );
     const before = new Set((await c.pods()).filter((p) => p.metadata.labels.app === "echo").map((p) => p.metadata.name));
-    const loop = c.exec("client-2", ["sh", "-c", "for i in $(seq 300); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 http://echo/ || echo fail; sleep 0.02; done"]);
+    const loop = c.exec("client-2", [
+      "sh",
+      "-c",
+      "for i in $(seq 300); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 http://echo/ || echo fail; sleep 0.02; done",
+    ]);
     await new Promise((r) => setTimeout(r, 500));
     assert.equal((await c.apply(template("v2"))).code, 0);
     const r = await loop;
     const codes = r.stdout.trim().split("\n");
     assert.equal(codes.length, 300);
-    assert.deepEqual(codes.filter((x) => x !== "200"), [], "no failed request during the rolling update");
+    assert.deepEqual(
+      codes.filter((x) => x !== "200"),
+      [],
+      "no failed request during the rolling update",
+    );
     const rolled = await c.waitFor("all replicas replaced", async () => {
       const now = (await c.pods()).filter((p) => p.metadata.labels.app === "echo" && !p.metadata.deletionTimestamp);
       return now.length === 5 && now.every((p) => !before.has(p.metadata.name)) && now;
@@ -149,16 +157,49 @@ describe("services", () => {
       0,
     );
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
-    const samePort = await c.exec("client-1", ["sh", "-c", "for i in $(seq 10); do curl -s --max-time 3 --local-port 41000 http://hashed/; echo; sleep 0.05; done"]);
-    const same = new Set(samePort.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { pod: string }).pod));
+    const samePort = await c.exec("client-1", [
+      "sh",
+      "-c",
+      "for i in $(seq 10); do curl -s --max-time 3 --local-port 41000 http://hashed/; echo; sleep 0.05; done",
+    ]);
+    const same = new Set(
+      samePort.stdout
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => (JSON.parse(l) as { pod: string }).pod),
+    );
     assert.equal(same.size, 1, `one backend for one source: ${[...same]}`);
     const many = await c.exec("client-1", ["sh", "-c", "for p in $(seq 41100 41160); do curl -s --max-time 3 --local-port $p http://hashed/; echo; done"]);
-    const spreadOver = new Set(many.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => (JSON.parse(l) as { pod: string }).pod));
+    const spreadOver = new Set(
+      many.stdout
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => (JSON.parse(l) as { pod: string }).pod),
+    );
     assert.ok(spreadOver.size >= 3, `different sources spread: ${[...spreadOver]}`);
   });
 
+  it("reports a service the datapath cannot serve, with the reason, and disturbs no other", async () => {
+    const bad = manifest(
+      "bad",
+      "apiVersion: v1\nkind: Service\nmetadata: {name: sctp}\nspec:\n  selector: {app: echo}\n  ports: [{port: 80, protocol: SCTP}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: misnamed}\nspec:\n  selector: {app: echo}\n  ports: [{port: 80, targetPort: nosuchport}]\n",
+    );
+    assert.equal((await c.apply(bad)).code, 0);
+    assert.equal((await c.cli(["policy", "wait"])).code, 0);
+    const r = await c.cli(["get", "services"]);
+    assert.match(r.stdout, /Warning: WEFT_SERVICE_UNSUPPORTED: default\/sctp.*SCTP/);
+    assert.match(r.stdout, /Warning: WEFT_SERVICE_INVALID: default\/misnamed.*targetPort "nosuchport" is not a port of any endpoint/);
+    const log = readFileSync(join(c.stateDir, "logs", "nodes", "node-1", "agent.log"), "utf8");
+    assert.match(log, /"msg":"service refused".*default\/misnamed/);
+    assert.equal((await spread(c, "client-1", "http://echo/", 5)).length, 5, "other services still answer");
+  });
+
   it("refuses at once when a service has no ready backend", async () => {
-    assert.equal((await c.apply(manifest("empty", "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  selector: {app: nobody}\n  ports: [{port: 80}]\n"))).code, 0);
+    assert.equal(
+      (await c.apply(manifest("empty", "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  selector: {app: nobody}\n  ports: [{port: 80}]\n")))
+        .code,
+      0,
+    );
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
     const started = Date.now();
     const r = await c.exec("client-1", ["curl", "-sS", "--max-time", "5", "http://empty/"]);

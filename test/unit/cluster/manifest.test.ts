@@ -40,6 +40,18 @@ describe("manifest validation", () => {
       "spec.ports[0].nodePort",
       /must be >= 30000/,
     ],
+    [
+      "bad selector value",
+      "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {selector: {app: 'no spaces!'}}\n",
+      "spec.selector.app",
+      /invalid label value/,
+    ],
+    [
+      "bad label key",
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {'bad key': x}}\nspec: {containers: [{name: a}]}\n",
+      "metadata.labels.bad key",
+      /invalid label key/,
+    ],
     ["service bad affinity", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {sessionAffinity: Sticky}\n", "spec.sessionAffinity", /must be one of/],
   ];
   for (const [name, text, path, reason] of invalid) {
