@@ -256,6 +256,9 @@ int vxlan_from_overlay(struct __sk_buff *skb)
 	id = key.tunnel_id & 0xFFFFFF;
 	if (!id)
 		return TC_ACT_OK;
+	// The sending node's own traffic is "host" there and "remote-node" here, as in Cilium.
+	if (id == IDENTITY_HOST)
+		id = IDENTITY_REMOTE_NODE;
 	skb->mark = ((id & 0xFFFF) << 16) | ((id >> 16) & 0xFF) | MARK_MAGIC_IDENTITY;
 	return TC_ACT_OK;
 }

@@ -18,6 +18,7 @@
 // Reserved identities (as Cilium).
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+#define IDENTITY_REMOTE_NODE 6
 
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))

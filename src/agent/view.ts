@@ -72,7 +72,9 @@ export function desiredIpcache(view: ClusterView, cfg: ClusterConfig, self: Node
   for (const n of cfg.nodes) {
     const isSelf = n.name === self.name;
     const identity = isSelf ? RESERVED_IDENTITIES.host : RESERVED_IDENTITIES["remote-node"];
-    for (const ip of [n.underlayIP, n.overlayIP, n.gatewayIP]) put({ cidr: `${ip}/32`, identity });
+    put({ cidr: `${n.underlayIP}/32`, identity });
+    // The overlay and gateway addresses of another node are reached through the tunnel.
+    for (const ip of [n.overlayIP, n.gatewayIP]) put({ cidr: `${ip}/32`, identity, ...(isSelf ? {} : { tunnelEndpoint: n.underlayIP }) });
     // Unknown addresses in another node's pod CIDR still go through the tunnel to that node.
     if (!isSelf) put({ cidr: n.podCIDR, identity: RESERVED_IDENTITIES.world, tunnelEndpoint: n.underlayIP });
   }

@@ -61,6 +61,11 @@ async function buildNode(cfg: ClusterConfig, node: NodeConfig): Promise<void> {
   await ipIn(ns, "addr", "add", `${node.underlayIP}/24`, "dev", "ul0");
   await ipIn(ns, "link", "set", "ul0", "up");
 
+  // Pods reach the world (the outside namespace) with the node's address, as Cilium's masquerading
+  // does. Interim: an nft rule inside the node namespace until the BPF egress SNAT lands.
+  const masquerade = `table ip weft {\n  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n    ip saddr 10.200.0.0/16 ip daddr != { 10.200.0.0/16, ${cfg.serviceCIDR} } oifname "ul0" masquerade\n  }\n}\n`;
+  await run("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: masquerade });
+
   // The node's own address in its pod CIDR, every pod's gateway (answered by ARP on each veth).
   // (On lo: this kernel has no dummy device.)
   await ipIn(ns, "addr", "add", `${node.gatewayIP}/32`, "dev", "lo");

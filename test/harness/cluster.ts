@@ -1,7 +1,7 @@
 // The one harness that integration and e2e tests use to build and tear down local clusters: unique
 // names per run, clean-up on failure, and removal of clusters left by a killed earlier run.
 
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -146,11 +146,47 @@ export class TestCluster {
     }
   }
 
+  private readonly outsideProcs: ChildProcess[] = [];
+
+  /** Starts a long-running process in the "outside" namespace (the world); ended by down(). */
+  spawnOutside(argv: string[]): ChildProcess {
+    const child = spawn("ip", ["netns", "exec", `weft-${this.name}-outside`, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
+    this.outsideProcs.push(child);
+    return child;
+  }
+
+  /** Runs a command in the "outside" namespace to completion. */
+  execOutside(argv: string[], timeoutMs = 30_000): Promise<CliResult> {
+    return this.execIn(`weft-${this.name}-outside`, argv, timeoutMs);
+  }
+
+  /** Runs a command in a node's namespace (as the node itself) to completion. */
+  execNode(node: string, argv: string[], timeoutMs = 30_000): Promise<CliResult> {
+    return this.execIn(`weft-${this.name}-${node}`, argv, timeoutMs);
+  }
+
+  private execIn(netns: string, argv: string[], timeoutMs: number): Promise<CliResult> {
+    const started = Date.now();
+    return new Promise((resolve) => {
+      const child = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? -1, stdout, stderr, ms: Date.now() - started });
+      });
+    });
+  }
+
   get stateDir(): string {
     return join(TEST_STATE_ROOT, this.name);
   }
 
   async down(): Promise<CliResult> {
+    for (const p of this.outsideProcs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
     const r = await weft(["down", "--cluster", this.name]);
     rmSync(join(OWNERS, this.name), { force: true });
     return r;
