@@ -17,7 +17,7 @@
 // lb4_service.flags
 #define LB_SVC_AFFINITY 0x1 // sessionAffinity: ClientIP (affinity_timeout seconds)
 #define LB_SVC_MAGLEV 0x2   // pick through the Maglev table instead of at random
-#define LB_SVC_LOCAL 0x4    // internalTrafficPolicy: Local (only LB_BE_LOCAL backends; maglev scope 1)
+#define LB_SVC_LOCAL 0x4    // i/eTP Local: only LB_BE_LOCAL backends (maglev scope 1); scope 1: externalTrafficPolicy
 #define LB_SVC_EXTERNAL 0x8 // the frontend is an ExternalIP (informational)
 
 // lb4_backend.flags
@@ -28,14 +28,22 @@
 #define LB_MAGLEV_MAX 131071    // largest table size (prime) accepted
 #define LB_HASH_INITVAL 0xdeadbeef
 
+// lb4_key.scope: the same address:port can serve pods and the outside with different backends
+// (externalTrafficPolicy Local keeps only this node's for the outside).
+#define LB_SCOPE_INTERNAL 0 // pods of this node, at their socket hooks (bpf/sock.c)
+#define LB_SCOPE_EXTERNAL 1 // traffic from outside the node, at its devices (bpf/host.c, lib/nodeport.h):
+			    // NodePort (address 0.0.0.0 = any of this node's addresses), ExternalIPs,
+			    // LoadBalancer ingress IPs
+
 // A frontend (VIP, port, protocol) and one of its slots. Slot 0 is the service entry; slots
 // 1..count hold the selectable backends in order.
 struct lb4_key {
-	__be32 address; // ClusterIP or ExternalIP
+	__be32 address; // ClusterIP, ExternalIP, LoadBalancer IP; 0.0.0.0 (scope 1): a NodePort
 	__be16 dport;
 	__u16 slot;
 	__u8 proto; // IPPROTO_TCP or IPPROTO_UDP
-	__u8 pad[3];
+	__u8 scope; // LB_SCOPE_*: who the frontend serves (socket hooks look up 0 only)
+	__u8 pad[2];
 };
 
 struct lb4_service {

@@ -1,7 +1,8 @@
 // Services + EndpointSlices (Kubernetes shapes) → the exact contents of the agent-written service
-// maps (lb4_services, lb4_backends, lb4_maglev), and the ordered writes that move the kernel from
-// one content to the next without a moment where a live service lacks its entries.
-// Pure: no I/O. The I/O edge is src/datapath/lb-sync.ts; the maps are described in docs/services.md.
+// maps (lb4_services, lb4_backends, lb4_maglev) for the socket hooks (pods) and for traffic from
+// outside the node (NodePort, ExternalIPs, LoadBalancer IPs: bpf/host), and the ordered writes that
+// move the kernel from one content to the next without a moment where a live service lacks its
+// entries. Pure: no I/O. I/O edges: lb-sync.ts, nodeport-sync.ts; docs/services.md, docs/nodeport.md.
 
 import type { MapWrite } from "./loader.ts";
 import { DEFAULT_MAGLEV_SIZE, isPrime, MAX_MAGLEV_SIZE, maglevTable } from "./maglev.ts";
@@ -17,8 +18,11 @@ import {
   MAGLEV_CHUNK,
   maglevChunkValue,
   maglevKey,
+  NODEPORT_ADDRESS,
   type Protocol,
   protocolName,
+  SCOPE_EXTERNAL,
+  SCOPE_INTERNAL,
   SVC_AFFINITY,
   SVC_EXTERNAL,
   SVC_LOCAL,
@@ -54,7 +58,10 @@ export interface ServiceInput {
     sessionAffinity?: string;
     sessionAffinityConfig?: { clientIP?: { timeoutSeconds?: number } };
     internalTrafficPolicy?: string;
+    externalTrafficPolicy?: string;
   };
+  /** LoadBalancer ingress IPs, as a load-balancer controller publishes them. */
+  status?: { loadBalancer?: { ingress?: { ip?: string; hostname?: string }[] } };
 }
 
 export interface EndpointInput {
@@ -93,6 +100,8 @@ export interface LbFrontend {
   flags: number;
   /** "namespace/name:port" (for reports). */
   service: string;
+  /** lb4_key.scope: SCOPE_INTERNAL (absent: the socket hooks) or SCOPE_EXTERNAL (bpf/host). */
+  scope?: typeof SCOPE_INTERNAL | typeof SCOPE_EXTERNAL;
 }
 
 /** An endpoint of one service port; ids are per service port, so a backend names its service. */
@@ -113,7 +122,14 @@ export interface LbMaglevTable {
 }
 
 export interface LbState {
+  /** Frontends for pods (scope internal): ClusterIP, ExternalIPs, LoadBalancer IPs. */
   frontends: LbFrontend[];
+  /**
+   * Frontends for traffic from outside the node (scope external): NodePorts (address 0.0.0.0),
+   * and with externalTrafficPolicy Local the ExternalIPs and LoadBalancer IPs (this node's
+   * endpoints only); under Cluster those are served by their internal entry.
+   */
+  external?: LbFrontend[];
   backends: LbBackend[];
   maglev: LbMaglevTable[];
 }
@@ -144,8 +160,14 @@ function validPort(n: unknown): n is number {
   return typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= 65535;
 }
 
-function frontendId(address: string, port: number, proto: Protocol): string {
-  return `${address}:${port}/${proto}`;
+function frontendId(address: string, port: number, proto: Protocol, scope = SCOPE_INTERNAL): string {
+  const id = `${address}:${port}/${proto}`;
+  return scope === SCOPE_EXTERNAL ? `external ${id}` : id;
+}
+
+/** How reports name an external frontend: "nodePort 30080/TCP" or "external 192.0.2.1:80/TCP". */
+function externalName(address: string, port: number, proto: Protocol): string {
+  return address === NODEPORT_ADDRESS ? `nodePort ${port}/${proto}` : `${address}:${port}/${proto} (external)`;
 }
 
 function backendId(serviceId: number, address: string, port: number, proto: Protocol): string {
@@ -159,8 +181,8 @@ export function emptyIds(): LbIds {
 /** The ids a state uses; pass as `previous` to keep them across recomputations. */
 export function idsOf(state: LbState): LbIds {
   const ids = emptyIds();
-  for (const f of state.frontends) {
-    ids.services.set(frontendId(f.address, f.port, f.proto), f.serviceId);
+  for (const f of [...state.frontends, ...(state.external ?? [])]) {
+    ids.services.set(frontendId(f.address, f.port, f.proto, f.scope), f.serviceId);
     ids.nextService = Math.max(ids.nextService, f.serviceId + 1);
   }
   for (const b of state.backends) {
@@ -194,7 +216,8 @@ export function desiredLb(
   let nextBackend = prev.nextBackend;
   const claimedIds = new Set<number>();
   const usedFrontends = new Map<string, string>();
-  const state: LbState = { frontends: [], backends: [], maglev: [] };
+  const state: LbState = { frontends: [], external: [], backends: [], maglev: [] };
+  const external = state.external as LbFrontend[];
   const problems: ServiceProblem[] = [];
 
   const slicesBySvc = new Map<string, EndpointSliceInput[]>();
@@ -252,6 +275,32 @@ export function desiredLb(
     const itp = spec.internalTrafficPolicy ?? "Cluster";
     if (itp !== "Cluster" && itp !== "Local") {
       problem(`internalTrafficPolicy "${itp}" is not Cluster or Local`);
+      continue;
+    }
+    const etp = spec.externalTrafficPolicy ?? "Cluster";
+    if (etp !== "Cluster" && etp !== "Local") {
+      problem(`externalTrafficPolicy "${etp}" is not Cluster or Local`);
+      continue;
+    }
+    const type = spec.type ?? "ClusterIP";
+    if (type !== "ClusterIP" && type !== "NodePort" && type !== "LoadBalancer") {
+      problem(`type "${type}" is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
+      continue;
+    }
+    // LoadBalancer ingress IPs (hostname-only entries name no address here).
+    const lbIPs: string[] = [];
+    if (type === "LoadBalancer") {
+      for (const ing of svc.status?.loadBalancer?.ingress ?? []) if (ing.ip !== undefined && !lbIPs.includes(ing.ip)) lbIPs.push(ing.ip);
+    }
+    const badLb = lbIPs.find((ip) => !IPV4.test(ip));
+    if (badLb !== undefined) {
+      problem(
+        badLb.includes(":")
+          ? `status.loadBalancer.ingress ip ${badLb}: IPv6 is not supported yet`
+          : `status.loadBalancer.ingress ip "${badLb}" is not an IPv4 address`,
+        undefined,
+        badLb.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
+      );
       continue;
     }
     const annotations = svc.metadata.annotations ?? {};
@@ -350,21 +399,38 @@ export function desiredLb(
         continue;
       }
 
-      // Frontends of this port; a frontend another service already holds is reported.
+      // Frontends of this port; a frontend another service already holds is reported. Pods reach
+      // ExternalIPs and LoadBalancer IPs through every endpoint (as kube-proxy short-circuits
+      // them); so does the outside under externalTrafficPolicy Cluster (bpf/host falls back to
+      // the internal entry when it has SVC_EXTERNAL), so only Local needs external entries of its
+      // own for them. NodePorts are external entries always (address 0.0.0.0).
       const wanted: { address: string; flags: number }[] = [];
       if (clusterIP) wanted.push({ address: clusterIP, flags: itp === "Local" ? SVC_LOCAL : 0 });
-      for (const ip of externalIPs) if (!wanted.some((w) => w.address === ip)) wanted.push({ address: ip, flags: SVC_EXTERNAL });
+      for (const ip of [...externalIPs, ...lbIPs]) if (!wanted.some((w) => w.address === ip)) wanted.push({ address: ip, flags: SVC_EXTERNAL });
+      const outside: { address: string; port: number; flags: number }[] = [];
+      const etpFlags = etp === "Local" ? SVC_LOCAL : 0;
+      if (p.nodePort !== undefined && type !== "ClusterIP") outside.push({ address: NODEPORT_ADDRESS, port: p.nodePort, flags: etpFlags });
+      if (etp === "Local") {
+        for (const w of wanted) if (w.flags & SVC_EXTERNAL) outside.push({ address: w.address, port: p.port, flags: SVC_EXTERNAL | SVC_LOCAL });
+      }
       const clash = wanted.find((w) => usedFrontends.has(frontendId(w.address, p.port, proto)));
       if (clash) {
         problem(`${clash.address}:${p.port}/${proto} is already a frontend of ${usedFrontends.get(frontendId(clash.address, p.port, proto))}`, portLabel);
         continue;
       }
-      if (wanted.length === 0) continue; // no address allocated yet
+      const clashOut = outside.find((o) => usedFrontends.has(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL)));
+      if (clashOut) {
+        const other = usedFrontends.get(frontendId(clashOut.address, clashOut.port, proto, SCOPE_EXTERNAL));
+        problem(`${externalName(clashOut.address, clashOut.port, proto)} is already a frontend of ${other}`, portLabel);
+        continue;
+      }
+      if (wanted.length === 0 && outside.length === 0) continue; // no address allocated yet
 
       // A stable service id: the one any of these frontends had, unless already taken.
+      const ids = [...wanted.map((w) => frontendId(w.address, p.port, proto)), ...outside.map((o) => frontendId(o.address, o.port, proto, SCOPE_EXTERNAL))];
       let serviceId: number | undefined;
-      for (const w of wanted) {
-        const old = prev.services.get(frontendId(w.address, p.port, proto));
+      for (const fid of ids) {
+        const old = prev.services.get(fid);
         if (old !== undefined && !claimedIds.has(old)) {
           serviceId = old;
           break;
@@ -401,9 +467,25 @@ export function desiredLb(
           service,
         });
       }
+      for (const o of outside) {
+        usedFrontends.set(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL), service);
+        const chosen = o.flags & SVC_LOCAL ? local : selectable;
+        external.push({
+          address: o.address,
+          port: o.port,
+          proto,
+          serviceId: sid,
+          backendIds: chosen.map((b) => b.id),
+          affinityTimeout,
+          maglevSize,
+          flags: baseFlags | o.flags,
+          service,
+          scope: SCOPE_EXTERNAL,
+        });
+      }
       if (maglevSize) {
         const scopes: [0 | 1, LbBackend[]][] = [[0, selectable]];
-        if (wanted.some((w) => w.flags & SVC_LOCAL)) scopes.push([1, local]);
+        if (wanted.some((w) => w.flags & SVC_LOCAL) || outside.some((o) => o.flags & SVC_LOCAL)) scopes.push([1, local]);
         for (const [scope, list] of scopes) {
           if (list.length === 0) continue;
           const idx = maglevTable(
@@ -433,7 +515,7 @@ export function emptyContents(): LbContents {
 
 export function lbContents(state: LbState): LbContents {
   const out = emptyContents();
-  for (const f of state.frontends) {
+  for (const f of [...state.frontends, ...(state.external ?? [])]) {
     out.services.set(
       serviceKey(f, 0).toString("hex"),
       serviceValue({ serviceId: f.serviceId, count: f.backendIds.length, affinityTimeout: f.affinityTimeout, maglevSize: f.maglevSize, flags: f.flags }),
@@ -458,7 +540,7 @@ export function idsFromContents(contents: LbContents): LbIds {
     const val = lb4Service.decode(v);
     const proto = protocolName(key.proto);
     if (key.slot !== 0 || !proto) continue;
-    ids.services.set(frontendId(key.address, key.dport, proto), val.service_id);
+    ids.services.set(frontendId(key.address, key.dport, proto, key.scope), val.service_id);
     ids.nextService = Math.max(ids.nextService, val.service_id + 1);
   }
   for (const [k, v] of contents.backends) {

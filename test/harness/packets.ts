@@ -83,3 +83,71 @@ export function skbCtx(opts: { mark?: number } = {}): Buffer {
   ctx.writeUInt32LE(opts.mark ?? 0, 8);
   return ctx;
 }
+
+// ---- L4 checksums and reading frames back (NAT tests) -------------------------------------------
+
+function l4Sum(frame: Buffer): number {
+  const ihl = ((frame[14] as number) & 0x0f) * 4;
+  const proto = frame[23] as number;
+  const l4 = frame.subarray(14 + ihl, 14 + frame.readUInt16BE(16));
+  const pseudo = Buffer.alloc(12);
+  frame.copy(pseudo, 0, 26, 34);
+  pseudo[9] = proto;
+  pseudo.writeUInt16BE(l4.length, 10);
+  return checksum(Buffer.concat([pseudo, l4]));
+}
+
+function l4CsumOffset(frame: Buffer): number {
+  const ihl = ((frame[14] as number) & 0x0f) * 4;
+  return 14 + ihl + (frame[23] === PROTO.TCP ? 16 : 6);
+}
+
+/** The frame with a correct TCP or UDP checksum (the builders above leave it 0). */
+export function withL4Checksum(frame: Buffer): Buffer {
+  const out = Buffer.from(frame);
+  const off = l4CsumOffset(out);
+  out.writeUInt16BE(0, off);
+  let sum = l4Sum(out);
+  if (sum === 0 && out[23] === PROTO.UDP) sum = 0xffff; // UDP sends a computed 0 as all ones
+  out.writeUInt16BE(sum, off);
+  return out;
+}
+
+/** Whether the IPv4 header checksum and the TCP/UDP checksum (0 = none, for UDP) verify. */
+export function checksumsOk(frame: Buffer): { ip: boolean; l4: boolean } {
+  const ihl = ((frame[14] as number) & 0x0f) * 4;
+  const ip = checksum(frame.subarray(14, 14 + ihl)) === 0;
+  if (frame[23] === PROTO.UDP && frame.readUInt16BE(l4CsumOffset(frame)) === 0) return { ip, l4: true };
+  return { ip, l4: l4Sum(frame) === 0 };
+}
+
+export interface FrameFields {
+  dmac: string;
+  smac: string;
+  src: string;
+  dst: string;
+  ttl: number;
+  proto: number;
+  sport: number;
+  dport: number;
+  /** The raw L4 checksum field. */
+  l4csum: number;
+}
+
+/** The fields a NAT rewrites, read from an Ethernet/IPv4/TCP|UDP frame. */
+export function readFrame(frame: Buffer): FrameFields {
+  const mac = (o: number) => [...frame.subarray(o, o + 6)].map((b) => b.toString(16).padStart(2, "0")).join(":");
+  const ip = (o: number) => [...frame.subarray(o, o + 4)].join(".");
+  const ihl = ((frame[14] as number) & 0x0f) * 4;
+  return {
+    dmac: mac(0),
+    smac: mac(6),
+    src: ip(26),
+    dst: ip(30),
+    ttl: frame[22] as number,
+    proto: frame[23] as number,
+    sport: frame.readUInt16BE(14 + ihl),
+    dport: frame.readUInt16BE(16 + ihl),
+    l4csum: frame.readUInt16BE(l4CsumOffset(frame)),
+  };
+}

@@ -5,9 +5,10 @@
 
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { promisify } from "node:util";
-import { pinRoot, removePins } from "../../src/datapath/loader.ts";
+import { helperPath, pinRoot, removePins } from "../../src/datapath/loader.ts";
 
 const run = promisify(execFile);
 export const CGROUP2 = "/sys/fs/cgroup/unified";
@@ -218,4 +219,18 @@ export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox
     throw err;
   }
   return sandbox;
+}
+
+/**
+ * A stand-in for the loader helper that runs it inside network namespace `netns` (nsenter: the
+ * mount namespace, and so bpffs, stays the same). Point WEFT_BPF_HELPER at `path` so that
+ * BPF_PROG_TEST_RUN's packets see that namespace (FIB lookups, devices); `remove()` deletes it.
+ */
+export function helperInNetns(netns: string): { path: string; remove(): void } {
+  if (!/^[A-Za-z0-9_.-]+$/.test(netns)) throw new Error(`bad netns name ${netns}`);
+  const dir = mkdtempSync(`${tmpdir()}/weft-helper-`);
+  const path = `${dir}/weft-bpf`;
+  writeFileSync(path, `#!/bin/sh\nexec nsenter --net=${NETNS_DIR}/${netns} ${helperPath()} "$@"\n`);
+  chmodSync(path, 0o755);
+  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

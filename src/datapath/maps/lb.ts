@@ -26,6 +26,12 @@ export const SVC_EXTERNAL = 0x8;
 export const BE_TERMINATING = 0x1;
 export const BE_LOCAL = 0x2;
 
+/** lb4_key.scope (LB_SCOPE_*): pods at their socket hooks, or traffic from outside the node (bpf/host). */
+export const SCOPE_INTERNAL = 0;
+export const SCOPE_EXTERNAL = 1;
+/** The address of a NodePort frontend (scope external): any of the node's own addresses. */
+export const NODEPORT_ADDRESS = "0.0.0.0";
+
 /** Backend ids per lb4_maglev value (LB_MAGLEV_CHUNK). */
 export const MAGLEV_CHUNK = 256;
 
@@ -37,7 +43,8 @@ export const lb4Key = defineStruct("lb4_key", [
   ["dport", "be16"],
   ["slot", "u16"],
   ["proto", "u8"],
-  ["pad", { bytes: 3 }],
+  ["scope", "u8"],
+  ["pad", { bytes: 2 }],
 ] as const);
 
 export const lb4Service = defineStruct("lb4_service", [
@@ -117,17 +124,19 @@ export const LB_MIRRORS = [lb4Key, lb4Service, lb4Backend, lbMaglevKey, lbMaglev
 
 // ---- typed encoders ---------------------------------------------------------------------------
 
-const PAD3 = Buffer.alloc(3);
+const PAD2 = Buffer.alloc(2);
 
 export interface FrontendKey {
   address: string;
   port: number;
   proto: Protocol;
+  /** SCOPE_INTERNAL (default) or SCOPE_EXTERNAL. */
+  scope?: number;
 }
 
 /** lb4_services key: slot 0 is the service entry, 1..count the backend slots. */
 export function serviceKey(f: FrontendKey, slot: number): Buffer {
-  return lb4Key.encode({ address: f.address, dport: f.port, slot, proto: PROTO[f.proto], pad: PAD3 });
+  return lb4Key.encode({ address: f.address, dport: f.port, slot, proto: PROTO[f.proto], scope: f.scope ?? SCOPE_INTERNAL, pad: PAD2 });
 }
 
 export interface ServiceEntry {

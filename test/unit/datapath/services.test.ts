@@ -617,3 +617,227 @@ describe("service map diffs", () => {
     }
   });
 });
+
+// ---- frontends for traffic from outside the node (NodePort, ExternalIPs, LoadBalancer IPs) ------
+
+function externals(state: LbState): string[] {
+  const byId = new Map(state.backends.map((b) => [b.id, `${b.address}:${b.port}`]));
+  return (state.external ?? []).map((f) => {
+    const where = f.address === "0.0.0.0" ? `nodePort ${f.port}/${f.proto}` : `${f.address}:${f.port}/${f.proto}`;
+    const extras = [flagWords(f.flags), f.affinityTimeout ? `t=${f.affinityTimeout}` : "", f.maglevSize ? `m=${f.maglevSize}` : ""].filter(Boolean).join(" ");
+    return `${where} → [${f.backendIds.map((id) => byId.get(id)).join(" ")}]${extras ? ` ${extras}` : ""}`;
+  });
+}
+
+interface ExternalCase {
+  name: string;
+  services: ServiceInput[];
+  slices?: EndpointSliceInput[];
+  node?: string;
+  /** Scope-internal frontends (the socket hooks'), when the case says something about them. */
+  frontends?: string[];
+  external: string[];
+  problems?: string[];
+  maglevScopes?: number[];
+}
+
+const twoNodes = () => slice("web", [ep("10.200.1.5", {}, "n1"), ep("10.200.2.5", {}, "n2")]);
+const npPort = (nodePort: number, extra: Partial<ServicePortInput> = {}): ServicePortInput[] => [{ port: 80, targetPort: 8080, nodePort, ...extra }];
+
+const externalCases: ExternalCase[] = [
+  {
+    name: "type NodePort: one NodePort frontend (address 0.0.0.0) with every endpoint",
+    services: [svc("web", web(npPort(30080), { type: "NodePort" }))],
+    slices: [twoNodes()],
+    node: "n1",
+    frontends: ["10.96.0.10:80/TCP → [10.200.1.5:8080 10.200.2.5:8080]"],
+    external: ["nodePort 30080/TCP → [10.200.1.5:8080 10.200.2.5:8080]"],
+  },
+  {
+    name: "externalTrafficPolicy Local: the NodePort keeps this node's endpoints only, the ClusterIP all",
+    services: [svc("web", web(npPort(30080), { type: "NodePort", externalTrafficPolicy: "Local" }))],
+    slices: [twoNodes()],
+    node: "n1",
+    frontends: ["10.96.0.10:80/TCP → [10.200.1.5:8080 10.200.2.5:8080]"],
+    external: ["nodePort 30080/TCP → [10.200.1.5:8080] local"],
+  },
+  {
+    name: "externalTrafficPolicy Local on a node without endpoints: an empty NodePort (dropped there)",
+    services: [svc("web", web(npPort(30080), { type: "NodePort", externalTrafficPolicy: "Local" }))],
+    slices: [twoNodes()],
+    node: "n3",
+    external: ["nodePort 30080/TCP → [] local"],
+  },
+  {
+    name: "type ClusterIP with a nodePort field: no NodePort frontend",
+    services: [svc("web", web(npPort(30080)))],
+    slices: [twoNodes()],
+    external: [],
+  },
+  {
+    name: "NodePort over UDP and TCP on the same number: two frontends",
+    services: [
+      svc(
+        "dns",
+        web(
+          [
+            { name: "udp", port: 53, targetPort: 5353, protocol: "UDP", nodePort: 30053 },
+            { name: "tcp", port: 53, targetPort: 5353, protocol: "TCP", nodePort: 30053 },
+          ],
+          { type: "NodePort" },
+        ),
+      ),
+    ],
+    slices: [
+      slice(
+        "dns",
+        [ep("10.200.1.5")],
+        [
+          { name: "udp", port: 5353, protocol: "UDP" },
+          { name: "tcp", port: 5353, protocol: "TCP" },
+        ],
+      ),
+    ],
+    external: ["nodePort 30053/UDP → [10.200.1.5:5353]", "nodePort 30053/TCP → [10.200.1.5:5353]"],
+  },
+  {
+    name: "LoadBalancer: NodePort frontend, and its ingress IP for pods (internal, every endpoint)",
+    services: [
+      {
+        ...svc("web", web(npPort(30080), { type: "LoadBalancer" })),
+        status: { loadBalancer: { ingress: [{ ip: "192.0.2.50" }, { hostname: "lb.example.com" }] } },
+      },
+    ],
+    slices: [twoNodes()],
+    node: "n1",
+    frontends: ["10.96.0.10:80/TCP → [10.200.1.5:8080 10.200.2.5:8080]", "192.0.2.50:80/TCP → [10.200.1.5:8080 10.200.2.5:8080] external"],
+    external: ["nodePort 30080/TCP → [10.200.1.5:8080 10.200.2.5:8080]"],
+  },
+  {
+    name: "LoadBalancer with eTP Local: its ingress IP gets an external entry of local endpoints",
+    services: [
+      {
+        ...svc("web", web(npPort(30080), { type: "LoadBalancer", externalTrafficPolicy: "Local", externalIPs: ["198.51.100.7"] })),
+        status: { loadBalancer: { ingress: [{ ip: "192.0.2.50" }] } },
+      },
+    ],
+    slices: [twoNodes()],
+    node: "n1",
+    external: [
+      "nodePort 30080/TCP → [10.200.1.5:8080] local",
+      "198.51.100.7:80/TCP → [10.200.1.5:8080] local,external",
+      "192.0.2.50:80/TCP → [10.200.1.5:8080] local,external",
+    ],
+  },
+  {
+    name: "ExternalIPs under eTP Cluster: no external entry (bpf/host uses the internal one)",
+    services: [svc("web", web(undefined, { externalIPs: ["192.0.2.10"] }))],
+    slices: [twoNodes()],
+    frontends: ["10.96.0.10:80/TCP → [10.200.1.5:8080 10.200.2.5:8080]", "192.0.2.10:80/TCP → [10.200.1.5:8080 10.200.2.5:8080] external"],
+    external: [],
+  },
+  {
+    name: "status ingress IPs of a non-LoadBalancer service are ignored",
+    services: [{ ...svc("web", web(npPort(30080), { type: "NodePort" })), status: { loadBalancer: { ingress: [{ ip: "192.0.2.50" }] } } }],
+    slices: [twoNodes()],
+    frontends: ["10.96.0.10:80/TCP → [10.200.1.5:8080 10.200.2.5:8080]"],
+    external: ["nodePort 30080/TCP → [10.200.1.5:8080 10.200.2.5:8080]"],
+  },
+  {
+    name: "affinity and Maglev carry over; eTP Local adds the local Maglev table (scope 1)",
+    services: [
+      svc("web", web(npPort(30080), { type: "NodePort", externalTrafficPolicy: "Local", sessionAffinity: "ClientIP" }), {
+        "service.weft.io/lb-algorithm": "maglev",
+        "service.weft.io/maglev-table-size": "251",
+      }),
+    ],
+    slices: [twoNodes()],
+    node: "n1",
+    external: ["nodePort 30080/TCP → [10.200.1.5:8080] affinity,maglev,local t=10800 m=251"],
+    maglevScopes: [0, 1],
+  },
+  {
+    name: "a service with no clusterIP yet still gets its NodePort",
+    services: [svc("web", { type: "NodePort", ports: npPort(30080) })],
+    slices: [twoNodes()],
+    frontends: [],
+    external: ["nodePort 30080/TCP → [10.200.1.5:8080 10.200.2.5:8080]"],
+  },
+  {
+    name: "two services claiming one nodePort: the first (by namespace/name) keeps it",
+    services: [
+      svc("b", { type: "NodePort", clusterIP: "10.96.0.11", ports: npPort(30080) }),
+      svc("a", { type: "NodePort", clusterIP: "10.96.0.10", ports: npPort(30080) }),
+    ],
+    external: ["nodePort 30080/TCP → []"],
+    problems: ["default/b:80: nodePort 30080/TCP is already a frontend of default/a:80"],
+  },
+  {
+    name: "refused: bad externalTrafficPolicy, unknown type, LoadBalancer IPv6 / not an address",
+    services: [
+      svc("etp", web(npPort(30080), { type: "NodePort", externalTrafficPolicy: "Global" })),
+      svc("kind", web(npPort(30081), { type: "Headless" })),
+      { ...svc("v6", web(npPort(30082), { type: "LoadBalancer" })), status: { loadBalancer: { ingress: [{ ip: "2001:db8::1" }] } } },
+      { ...svc("bad", web(npPort(30083), { type: "LoadBalancer" })), status: { loadBalancer: { ingress: [{ ip: "300.1.1.1" }] } } },
+    ],
+    external: [],
+    problems: [
+      'default/bad: status.loadBalancer.ingress ip "300.1.1.1" is not an IPv4 address',
+      'default/etp: externalTrafficPolicy "Global" is not Cluster or Local',
+      'default/kind: type "Headless" is not ClusterIP, NodePort, LoadBalancer or ExternalName',
+      "default/v6: status.loadBalancer.ingress ip 2001:db8::1: IPv6 is not supported yet",
+    ],
+  },
+  {
+    name: "nodePort out of range: the port is left out",
+    services: [svc("web", web(npPort(70000), { type: "NodePort" }))],
+    external: [],
+    problems: ["default/web:80: nodePort 70000 is not in 1..65535"],
+  },
+];
+
+describe("frontends for traffic from outside the node", () => {
+  for (const c of externalCases) {
+    it(c.name, () => {
+      const { state, problems } = desiredLb(c.services, c.slices ?? [], c.node ? { node: c.node } : {});
+      assert.deepEqual(externals(state), c.external);
+      if (c.frontends) assert.deepEqual(frontends(state), c.frontends);
+      assert.deepEqual(
+        problems.map((p) => `${p.service}${p.port === undefined ? "" : `:${p.port}`}: ${p.reason}`),
+        c.problems ?? [],
+      );
+      if (c.maglevScopes) assert.deepEqual(state.maglev.map((t) => t.scope).sort(), c.maglevScopes);
+      for (const f of state.external ?? []) assert.equal(f.scope, 1);
+    });
+  }
+
+  it("external entries are keyed with scope 1, shared service id, and survive a read-back of the ids", () => {
+    const s = desiredLb([svc("web", web(npPort(30080), { type: "NodePort" }))], [twoNodes()], { node: "n1" }).state;
+    const contents = lbContents(s);
+    const keys = [...contents.services.keys()].map((k) => lb4Key.decode(Buffer.from(k, "hex"))).filter((k) => k.slot === 0);
+    assert.deepEqual(keys.map((k) => `${k.address}:${k.dport}/${k.scope}`).sort(), ["0.0.0.0:30080/1", "10.96.0.10:80/0"]);
+    const ids = new Set(
+      [...contents.services.entries()].filter(([k]) => lb4Key.decode(Buffer.from(k, "hex")).slot === 0).map(([, v]) => lb4Service.decode(v).service_id),
+    );
+    assert.equal(ids.size, 1, "ClusterIP and NodePort share the service id (affinity spans them)");
+    assert.deepEqual(idsFromContents(contents), idsOf(s));
+  });
+
+  it("turning a ClusterIP service into NodePort and back: writes checked one by one, ids kept", () => {
+    const before = desiredLb([svc("web", web())], [twoNodes()], { node: "n1" }).state;
+    const np = desiredLb([svc("web", web(npPort(30080), { type: "NodePort", externalTrafficPolicy: "Local" }))], [twoNodes()], {
+      node: "n1",
+      previous: idsOf(before),
+    }).state;
+    assert.equal(np.frontends[0]?.serviceId, before.frontends[0]?.serviceId);
+    let contents = applyChecked(emptyContents(), lbDiff(emptyContents(), lbContents(before), pin));
+    const up = lbDiff(contents, lbContents(np), pin);
+    assert.ok(up.every((o) => o.op === "update"));
+    contents = applyChecked(contents, up);
+    const back = desiredLb([svc("web", web())], [twoNodes()], { node: "n1", previous: idsOf(np) }).state;
+    const down = lbDiff(contents, lbContents(back), pin);
+    contents = applyChecked(contents, down);
+    assert.deepEqual(contents, lbContents(back));
+    assert.ok(down.some((o) => o.op === "delete" && lb4Key.decode(o.key).scope === 1));
+  });
+});

@@ -6,12 +6,62 @@ import { defineStruct } from "../../../src/datapath/maps/struct.ts";
 
 describe("struct mirrors", () => {
   const layouts: [string, ReturnType<typeof defineStruct>, number, Record<string, number>][] = [
-    ["packed bytes", defineStruct("a", [["x", "u8"], ["y", "u8"]] as const), 2, { x: 0, y: 1 }],
-    ["u8 then u32 pads to 4", defineStruct("b", [["x", "u8"], ["y", "u32"]] as const), 8, { x: 0, y: 4 }],
-    ["u16 then u64 pads to 8", defineStruct("c", [["x", "u16"], ["y", "u64"]] as const), 16, { x: 0, y: 8 }],
-    ["u64 then u8: tail padding", defineStruct("d", [["x", "u64"], ["y", "u8"]] as const), 16, { x: 0, y: 8 }],
-    ["ipv4, be16, u8, u8", defineStruct("e", [["ip", "ipv4"], ["port", "be16"], ["p", "u8"], ["q", "u8"]] as const), 8, { ip: 0, port: 4, p: 6, q: 7 }],
-    ["bytes align to 1", defineStruct("f", [["b", { bytes: 3 }], ["x", "u16"]] as const), 6, { b: 0, x: 4 }],
+    [
+      "packed bytes",
+      defineStruct("a", [
+        ["x", "u8"],
+        ["y", "u8"],
+      ] as const),
+      2,
+      { x: 0, y: 1 },
+    ],
+    [
+      "u8 then u32 pads to 4",
+      defineStruct("b", [
+        ["x", "u8"],
+        ["y", "u32"],
+      ] as const),
+      8,
+      { x: 0, y: 4 },
+    ],
+    [
+      "u16 then u64 pads to 8",
+      defineStruct("c", [
+        ["x", "u16"],
+        ["y", "u64"],
+      ] as const),
+      16,
+      { x: 0, y: 8 },
+    ],
+    [
+      "u64 then u8: tail padding",
+      defineStruct("d", [
+        ["x", "u64"],
+        ["y", "u8"],
+      ] as const),
+      16,
+      { x: 0, y: 8 },
+    ],
+    [
+      "ipv4, be16, u8, u8",
+      defineStruct("e", [
+        ["ip", "ipv4"],
+        ["port", "be16"],
+        ["p", "u8"],
+        ["q", "u8"],
+      ] as const),
+      8,
+      { ip: 0, port: 4, p: 6, q: 7 },
+    ],
+    [
+      "bytes align to 1",
+      defineStruct("f", [
+        ["b", { bytes: 3 }],
+        ["x", "u16"],
+      ] as const),
+      6,
+      { b: 0, x: 4 },
+    ],
   ];
   for (const [name, s, size, offsets] of layouts) {
     it(`lays out ${name}`, () => {
