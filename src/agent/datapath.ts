@@ -26,6 +26,7 @@ import { ENDPOINTS_MAP, type EndpointEntry, encodeEndpointKey, encodeEndpointVal
 import { encodeIpcacheKey, encodeIpcacheValue, IPCACHE_MAP, type IpcacheEntry } from "../datapath/maps/ipcache.ts";
 import { cookieKey, LB_MAPS } from "../datapath/maps/lb.ts";
 import { encodePolicyKey, encodePolicyValue, ensureSubjectMap, removeSubjectMap, subjectMapPin } from "../datapath/maps/policy.ts";
+import { loadNodePortDatapath } from "../datapath/nodeport-sync.ts";
 import type { EndpointSliceInput, ServiceInput } from "../datapath/services.ts";
 import type { SubjectPolicy } from "../policy/compile.ts";
 import { RESERVED_IDENTITIES } from "../policy/identity.ts";
@@ -105,6 +106,7 @@ export class NodeDatapath {
     await attachTc(prog("vxlan_from_overlay"), this.node.netns, "vx0", "ingress", pins.link(this.root, "vx0-ingress"));
     await attachTc(prog("vxlan_to_overlay"), this.node.netns, "vx0", "egress", pins.link(this.root, "vx0-egress"));
     await loadSockDatapath(this.root, cgroupDir(this.cfg.name, this.node.name, "pods"));
+    await loadNodePortDatapath(this.root, { netns: this.node.netns, nodeIP: this.node.underlayIP });
     this.ipcache = await readContents(pins.map(this.root, IPCACHE_MAP));
     this.endpoints = await readContents(pins.map(this.root, ENDPOINTS_MAP));
     // Adopt what a previous agent left: subject maps (removed if their identity has no local pod

@@ -191,7 +191,8 @@ async function lbRows(cfg: ClusterConfig, node: string): Promise<LbRow[]> {
     const k = lb4Key.decode(e.key);
     const v = lb4Service.decode(e.value);
     const proto = k.proto === 17 ? "UDP" : "TCP";
-    const fe = `${k.address}:${k.dport}/${proto}`;
+    // Scope 1 frontends serve traffic from outside the node (NodePort, externalTrafficPolicy Local).
+    const fe = `${k.address}:${k.dport}/${proto}${k.scope === 1 ? " (external)" : ""}`;
     if (k.slot === 0) {
       const flags = [
         v.flags & 0x8 ? "External" : "ClusterIP",

@@ -136,7 +136,7 @@ describe("pod lifecycle", () => {
       "deletionTimestamp set",
       async () => {
         const x = await find("graceful");
-        return x?.metadata.deletionTimestamp && x;
+        return x?.metadata.deletionTimestamp ? x : undefined;
       },
       5000,
     );
