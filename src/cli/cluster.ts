@@ -3,13 +3,9 @@
 
 import { spawn } from "node:child_process";
 import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
-import http from "node:http";
 import { join } from "node:path";
-import { type ParseArgsConfig, parseArgs } from "node:util";
 
-type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig["options"]>;
-
-import { type AgentHealth, agentSocket, runAgent } from "../agent/main.ts";
+import { type AgentHealth, runAgent } from "../agent/main.ts";
 import { applyObjects } from "../cluster/apply.ts";
 import { podCgroup } from "../cluster/cgroup.ts";
 import { Kubelet, spawnIn } from "../cluster/kubelet.ts";
@@ -23,20 +19,12 @@ import { runProxy } from "../proxy/main.ts";
 import { runSupervisor } from "../proxy/supervisor.ts";
 import { startDns } from "../workloads/dns.ts";
 import { startEcho } from "../workloads/echo.ts";
-import { type Command, printTable } from "./command.ts";
-import { agentFile } from "./operator.ts";
+import { type Command, clusterFlag, parseFlags, printTable } from "./command.ts";
+import { agentFile, agentGet } from "./operator.ts";
 
 const DEFAULT_CLUSTER = process.env.WEFT_CLUSTER ?? "weft";
 const DEFAULT_MANIFESTS = new URL("../../examples", import.meta.url).pathname;
-const clusterOpt = { cluster: { type: "string", default: DEFAULT_CLUSTER } } as const;
-
-function parse<O extends ParseArgsOptionsConfig>(args: string[], options: O, allowPositionals = false) {
-  try {
-    return parseArgs({ args, options, allowPositionals: allowPositionals as true, strict: true });
-  } catch (err) {
-    throw new WeftError("WEFT_USAGE", (err as Error).message);
-  }
-}
+const clusterOpt = clusterFlag;
 
 const upCommand: Command = {
   name: "up",
@@ -51,7 +39,7 @@ kubelet, agent and proxy supervisor per node and applies the manifests (default:
   --cluster NAME     cluster name (default "weft", or $WEFT_CLUSTER)
   --wait SECONDS     how long to wait for pods to become Ready (default 120)`,
   async run(args) {
-    const { values } = parse(args, {
+    const { values } = parseFlags(args, {
       ...clusterOpt,
       nodes: { type: "string", default: "2" },
       manifests: { type: "string", default: DEFAULT_MANIFESTS },
@@ -74,7 +62,7 @@ const downCommand: Command = {
   summary: "remove the local cluster and everything it created",
   usage: "Usage: weft down [--cluster NAME]\n\nEnds the cluster's processes and removes its namespaces, cgroups, pinned BPF objects and state.",
   async run(args) {
-    const { values } = parse(args, clusterOpt);
+    const { values } = parseFlags(args, clusterOpt);
     const r = await down(values.cluster);
     process.stdout.write(`[weft down] cluster "${values.cluster}" removed (${r.netns.length} network namespaces)\n`);
     return 0;
@@ -86,7 +74,7 @@ const applyCommand: Command = {
   summary: "create or update objects from manifest files",
   usage: "Usage: weft apply -f FILE|DIR [-f ...] [--cluster NAME]\n\nValidates every document first; if any is invalid nothing is applied.",
   async run(args) {
-    const { values } = parse(args, { ...clusterOpt, filename: { type: "string", short: "f", multiple: true } });
+    const { values } = parseFlags(args, { ...clusterOpt, filename: { type: "string", short: "f", multiple: true } });
     if (!values.filename?.length) throw new WeftError("WEFT_USAGE", "weft apply needs -f FILE|DIR");
     loadClusterConfig(values.cluster);
     const objects = loadManifests(values.filename);
@@ -100,7 +88,7 @@ const deleteCommand: Command = {
   summary: "delete the objects named in manifest files",
   usage: "Usage: weft delete -f FILE|DIR [--cluster NAME]",
   async run(args) {
-    const { values } = parse(args, { ...clusterOpt, filename: { type: "string", short: "f", multiple: true } });
+    const { values } = parseFlags(args, { ...clusterOpt, filename: { type: "string", short: "f", multiple: true } });
     if (!values.filename?.length) throw new WeftError("WEFT_USAGE", "weft delete needs -f FILE|DIR");
     loadClusterConfig(values.cluster);
     const objects = loadManifests(values.filename);
@@ -181,7 +169,7 @@ const getCommand: Command = {
   summary: "list pods, services or nodes (-o wide|json)",
   usage: "Usage: weft get pods|services|nodes [-n NS | -A] [-o wide|json] [--cluster NAME]",
   async run(args) {
-    const { values, positionals } = parse(
+    const { values, positionals } = parseFlags(
       args,
       { ...clusterOpt, output: { type: "string", short: "o" }, namespace: { type: "string", short: "n" }, "all-namespaces": { type: "boolean", short: "A" } },
       true,
@@ -294,7 +282,7 @@ const execCommand: Command = {
   async run(args) {
     const sep = args.indexOf("--");
     if (sep < 0 || sep === args.length - 1) throw new WeftError("WEFT_USAGE", "weft exec POD -- CMD...: the command goes after --");
-    const { values, positionals } = parse(
+    const { values, positionals } = parseFlags(
       args.slice(0, sep),
       { ...clusterOpt, namespace: { type: "string", short: "n", default: "default" }, container: { type: "string", short: "c" } },
       true,
@@ -321,7 +309,7 @@ const logsCommand: Command = {
   summary: "print a pod container's output",
   usage: "Usage: weft logs POD [-n NS] [-c CONTAINER] [-f] [--cluster NAME]",
   async run(args) {
-    const { values, positionals } = parse(
+    const { values, positionals } = parseFlags(
       args,
       {
         ...clusterOpt,
@@ -359,37 +347,19 @@ const logsCommand: Command = {
   },
 };
 
-function agentHealth(socketPath: string): Promise<{ healthy: boolean; storeRevision?: number } | undefined> {
-  return new Promise((resolve) => {
-    const req = http.get({ socketPath, path: "/healthz", timeout: 1000 }, (res) => {
-      let body = "";
-      res.on("data", (c) => (body += c));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(body));
-        } catch {
-          resolve(undefined);
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve(undefined));
-  });
-}
-
 const statusCommand: Command = {
   name: "status",
   summary: "health of the local cluster: nodes, kubelets, agents, proxies, pods",
   usage: "Usage: weft status [--cluster NAME] [-o json]",
   async run(args) {
-    const { values } = parse(args, { ...clusterOpt, output: { type: "string", short: "o" } });
+    const { values } = parseFlags(args, { ...clusterOpt, output: { type: "string", short: "o" } });
     const cfg = loadClusterConfig(values.cluster);
     const statuses = readNodeStatuses(cfg.stateDir);
     const rows = [];
     for (const n of cfg.nodes) {
       const st = statuses.find((s) => s.node === n.name);
       const kubelet = !!st && Date.now() - Date.parse(st.updated) < 5000;
-      const agent = await agentHealth(agentSocket(cfg.stateDir, n.name));
+      const agent = await agentGet<AgentHealth>(cfg, n.name, "/healthz");
       const proxy = st?.components["proxy-supervisor"];
       const pods = st?.pods ?? [];
       rows.push({
@@ -417,7 +387,7 @@ function nodeProcess(name: string, summary: string, body: (cluster: string, node
     summary: `(internal) ${summary}`,
     usage: `Usage: weft ${name} --cluster NAME --node NODE`,
     async run(args) {
-      const { values } = parse(args, { ...clusterOpt, node: { type: "string" } });
+      const { values } = parseFlags(args, { ...clusterOpt, node: { type: "string" } });
       if (!values.node) throw new WeftError("WEFT_USAGE", `weft ${name} needs --node`);
       await body(values.cluster, values.node);
       return 0;
@@ -430,7 +400,7 @@ const workloadCommand: Command = {
   summary: "(internal) run a built-in workload (echo, dns)",
   usage: "Usage: weft workload echo|dns [--port N]",
   async run(args) {
-    const { values, positionals } = parse(args, { port: { type: "string" } }, true);
+    const { values, positionals } = parseFlags(args, { port: { type: "string" } }, true);
     if (positionals[0] === "echo") startEcho(Number(values.port ?? 8080));
     else if (positionals[0] === "dns") await startDns(process.env.WEFT_CLUSTER ?? DEFAULT_CLUSTER, Number(values.port ?? 53));
     else throw new WeftError("WEFT_USAGE", `unknown workload "${positionals[0] ?? ""}" (echo, dns)`);

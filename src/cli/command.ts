@@ -1,5 +1,8 @@
 // The shape every `weft` subcommand has, and the small helpers they share for output and flags.
 
+import { type ParseArgsConfig, parseArgs } from "node:util";
+import { WeftError } from "../core/errors.ts";
+
 export interface Command {
   name: string;
   summary: string;
@@ -24,3 +27,17 @@ export function printTable(header: string[], rows: string[][], out: NodeJS.Writa
   out.write(`${line(header)}\n`);
   for (const r of rows) out.write(`${line(r)}\n`);
 }
+
+export type FlagOptions = NonNullable<ParseArgsConfig["options"]>;
+
+/** Strict flag parsing; a bad flag is a WEFT_USAGE error naming it. */
+export function parseFlags<O extends FlagOptions>(args: string[], options: O, allowPositionals = false) {
+  try {
+    return parseArgs({ args, options, allowPositionals: allowPositionals as true, strict: true });
+  } catch (err) {
+    throw new WeftError("WEFT_USAGE", (err as Error).message);
+  }
+}
+
+/** The `--cluster NAME` flag every cluster command takes (default: $WEFT_CLUSTER or "weft"). */
+export const clusterFlag = { cluster: { type: "string", default: process.env.WEFT_CLUSTER ?? "weft" } } as const;

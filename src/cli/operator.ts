@@ -5,7 +5,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
-import { type ParseArgsConfig, parseArgs } from "node:util";
 import { type AgentHealth, agentSocket, type EndpointStatus } from "../agent/main.ts";
 import type { ClusterConfig } from "../cluster/config.ts";
 import { findPod } from "../cluster/pods.ts";
@@ -16,20 +15,10 @@ import { ENDPOINTS_MAP, endpointKey, endpointValue } from "../datapath/maps/endp
 import { IPCACHE_MAP, ipcacheKey, ipcacheValue } from "../datapath/maps/ipcache.ts";
 import { LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../datapath/maps/lb.ts";
 import { policyKey, policyValue, subjectMapPin } from "../datapath/maps/policy.ts";
-import type { Flow, Verdict } from "../observe/flow.ts";
-import { type Command, printTable } from "./command.ts";
+import type { Flow } from "../observe/flow.ts";
+import { type Command, clusterFlag, parseFlags, printTable } from "./command.ts";
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
-const DEFAULT_CLUSTER = process.env.WEFT_CLUSTER ?? "weft";
-const clusterOpt = { cluster: { type: "string", default: DEFAULT_CLUSTER } } as const;
-
-function parse<O extends Options>(args: string[], options: O, allowPositionals = false) {
-  try {
-    return parseArgs({ args, options, allowPositionals: allowPositionals as true, strict: true });
-  } catch (err) {
-    throw new WeftError("WEFT_USAGE", (err as Error).message);
-  }
-}
+const clusterOpt = clusterFlag;
 
 /** GET a JSON document from a node's agent; undefined when the agent does not answer. */
 export function agentGet<T>(cfg: ClusterConfig, node: string, path: string, timeoutMs = 3000): Promise<T | undefined> {
@@ -90,7 +79,7 @@ const observeCommand: Command = {
 
 Flows from every node's agent, oldest first. -o json prints one Hubble-shaped JSON flow per line.`,
   async run(args) {
-    const { values } = parse(args, {
+    const { values } = parseFlags(args, {
       ...clusterOpt,
       last: { type: "string", default: "20" },
       verdict: { type: "string", multiple: true },
@@ -128,7 +117,7 @@ const endpointCommand: Command = {
   summary: "list endpoints with their identity and enforced policy revision",
   usage: "Usage: weft endpoint list [-o json] [--cluster NAME]",
   async run(args) {
-    const { values, positionals } = parse(args, { ...clusterOpt, output: { type: "string", short: "o" } }, true);
+    const { values, positionals } = parseFlags(args, { ...clusterOpt, output: { type: "string", short: "o" } }, true);
     if (positionals[0] !== "list") throw new WeftError("WEFT_USAGE", "weft endpoint list");
     const cfg = loadClusterConfig(values.cluster);
     const rows: (EndpointStatus & { node: string })[] = [];
@@ -159,7 +148,7 @@ const serviceCommand: Command = {
   summary: "list services with their frontends and backends as the datapath has them",
   usage: "Usage: weft service list [--node NODE] [--cluster NAME]",
   async run(args) {
-    const { values, positionals } = parse(args, { ...clusterOpt, node: { type: "string" } }, true);
+    const { values, positionals } = parseFlags(args, { ...clusterOpt, node: { type: "string" } }, true);
     if (positionals[0] !== "list") throw new WeftError("WEFT_USAGE", "weft service list");
     const cfg = loadClusterConfig(values.cluster);
     const node = values.node ?? cfg.nodes[0]?.name ?? "";
@@ -219,7 +208,7 @@ const bpfCommand: Command = {
   summary: "show the datapath's maps: lb list, ipcache list, policy get POD, endpoint list",
   usage: "Usage: weft bpf lb list | ipcache list | endpoint list | policy get POD [-n NS]  [--node NODE] [--cluster NAME]",
   async run(args) {
-    const { values, positionals } = parse(
+    const { values, positionals } = parseFlags(
       args,
       { ...clusterOpt, node: { type: "string" }, namespace: { type: "string", short: "n", default: "default" } },
       true,
