@@ -1,16 +1,23 @@
-// Service load balancing: connect() latency to a service VIP through Weft's socket hooks vs
-// kube-proxy-style iptables NAT rules (iptables-legacy and iptables-nft, the KUBE-SERVICES /
-// KUBE-SVC-* / KUBE-SEP-* chains kube-proxy writes) vs a direct connect to the backend, with 10,
-// 1k, 10k and (when it fits) 100k services; and the time to program 10k services.
-// Everything runs in one throwaway netns + child cgroup (test/harness/sandbox.ts); iptables only
-// through `ip netns exec`. Every loop is bounded in count and time.
+// Service load balancing against kube-proxy's dataplanes, measured in the same run:
+// 1. programming 10k services from empty, and an incremental sync changing 1 service among 10k:
+//    Weft (ServiceSync: compute + writeMaps through the map server; and writeMaps alone, and the
+//    older one-process-per-sync text `map-write` as a baseline) vs iptables-legacy-restore and
+//    iptables-nft-restore (kube-proxy's KUBE-SERVICES / KUBE-SVC-* / KUBE-SEP-* chains; the
+//    incremental case as kube-proxy's partial sync: --noflush, KUBE-SERVICES rewritten, the changed
+//    service's chains replaced) and nft with a verdict map (kube-proxy's nftables mode);
+// 2. connect() latency to a VIP through Weft's socket hooks vs those iptables rules vs a direct
+//    connect, at 10, 1k, 10k and (when it fits the time budget) 100k services.
+// Everything runs in one throwaway netns + child cgroup (test/harness/sandbox.ts); iptables and nft
+// only through `ip netns exec`. Every loop is bounded in count and time; the whole bench stays
+// under ~2 minutes and says what it skipped.
 // Run: node --import tsx bench/services.bench.ts   (root)
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { loadSockDatapath, registerNetns, ServiceSync } from "../src/datapath/lb-sync.ts";
-import type { EndpointSliceInput, ServiceInput } from "../src/datapath/services.ts";
+import { loadSockDatapath, readLbContents, registerNetns, ServiceSync } from "../src/datapath/lb-sync.ts";
+import { closeMapServer, helperPath, type MapWrite, pins, writeMaps } from "../src/datapath/loader.ts";
+import { desiredLb, type EndpointSliceInput, emptyContents, lbContents, lbDiff, type ServiceInput } from "../src/datapath/services.ts";
 import { createSandbox, removeStale, type Sandbox } from "../test/harness/sandbox.ts";
 
 const REPO = fileURLToPath(new URL("../", import.meta.url));
@@ -21,6 +28,10 @@ const SCALES = [10, 1_000, 10_000, 100_000];
 const CONNECTS = 1_000; // per measurement, after 200 warm-up connects
 const MEASURE_MS = 8_000; // per measurement, whichever comes first
 const BUDGET_MS = 60_000; // a variant's set-up at one scale may take at most this long (predicted)
+const TOTAL_MS = 110_000; // the whole bench; a latency scale that would exceed it is skipped
+const SYNC_N = 10_000;
+const SYNC_REPS = 3; // Weft's syncs are repeated and the median taken; the peers run once per case
+const CHANGED_BACKENDS = ["10.1.0.4", "10.1.0.5"];
 
 // serve: accepts and closes on every backend address. lat HOST PORT N MS: N sequential connects
 // (after 200 warm-up connects, stopping after MS), each timed from connect() to the connect event; prints median/mean in µs.
@@ -106,7 +117,8 @@ function inNetns(sb: Sandbox, argv: string[], input = "", timeoutMs = 120_000): 
 
 const vip = (i: number) => `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 
-function services(n: number): { svcs: ServiceInput[]; slices: EndpointSliceInput[] } {
+/** n services with two endpoints each; service `changed` (if given) has CHANGED_BACKENDS instead. */
+function services(n: number, changed = 0): { svcs: ServiceInput[]; slices: EndpointSliceInput[] } {
   const svcs: ServiceInput[] = [];
   const slices: EndpointSliceInput[] = [];
   for (let i = 1; i <= n; i++) {
@@ -114,7 +126,7 @@ function services(n: number): { svcs: ServiceInput[]; slices: EndpointSliceInput
     slices.push({
       metadata: { namespace: "bench", name: `svc-${i}-0`, labels: { "kubernetes.io/service-name": `svc-${i}` } },
       addressType: "IPv4",
-      endpoints: BACKENDS.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+      endpoints: (i === changed ? CHANGED_BACKENDS : BACKENDS).map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
       ports: [{ name: "http", port: TARGET, protocol: "TCP" }],
     });
   }
@@ -139,6 +151,36 @@ function chain(prefix: string, ...parts: string[]): string {
   return `${prefix}-${out}`;
 }
 
+/** The rules kube-proxy (iptables mode) writes for service i (its KUBE-SVC and KUBE-SEP chains). */
+function serviceChains(i: number, backends: readonly string[]): { decl: string[]; rules: string[]; seps: string[] } {
+  const name = `bench/svc-${i}:http`;
+  const svcChain = chain("KUBE-SVC", name, "tcp");
+  const decl = [`:${svcChain} - [0:0]`];
+  const rules: string[] = [];
+  const seps: string[] = [];
+  backends.forEach((ip, k) => {
+    const sep = chain("KUBE-SEP", name, "tcp", `${ip}:${TARGET}`);
+    decl.push(`:${sep} - [0:0]`);
+    seps.push(sep);
+    const left = backends.length - k;
+    const pick = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(11)}` : "";
+    rules.push(`-A ${svcChain} -m comment --comment "${name} -> ${ip}:${TARGET}"${pick} -j ${sep}`);
+    rules.push(`-A ${sep} -s ${ip}/32 -m comment --comment "${name}" -j KUBE-MARK-MASQ`);
+    rules.push(`-A ${sep} -p tcp -m comment --comment "${name}" -m tcp -j DNAT --to-destination ${ip}:${TARGET}`);
+  });
+  return { decl, rules, seps };
+}
+
+function kubeServicesRules(n: number): string[] {
+  const rules: string[] = [];
+  for (let i = 1; i <= n; i++) {
+    const name = `bench/svc-${i}:http`;
+    rules.push(`-A KUBE-SERVICES -d ${vip(i)}/32 -p tcp -m comment --comment "${name} cluster IP" -m tcp --dport 80 -j ${chain("KUBE-SVC", name, "tcp")}`);
+  }
+  rules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  return rules;
+}
+
 /** The nat table kube-proxy (iptables mode) writes for n ClusterIP services with two endpoints each. */
 function kubeProxyRules(n: number): string {
   const decl: string[] = [":KUBE-SERVICES - [0:0]", ":KUBE-NODEPORTS - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-MARK-MASQ - [0:0]"];
@@ -148,29 +190,215 @@ function kubeProxyRules(n: number): string {
     "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
     "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
   ];
+  const svcRules: string[] = [];
   for (let i = 1; i <= n; i++) {
-    const name = `bench/svc-${i}:http`;
-    const svcChain = chain("KUBE-SVC", name, "tcp");
-    decl.push(`:${svcChain} - [0:0]`);
-    rules.push(`-A KUBE-SERVICES -d ${vip(i)}/32 -p tcp -m comment --comment "${name} cluster IP" -m tcp --dport 80 -j ${svcChain}`);
-    BACKENDS.forEach((ip, k) => {
-      const sep = chain("KUBE-SEP", name, "tcp", `${ip}:${TARGET}`);
-      decl.push(`:${sep} - [0:0]`);
-      const left = BACKENDS.length - k;
-      const pick = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(11)}` : "";
-      rules.push(`-A ${svcChain} -m comment --comment "${name} -> ${ip}:${TARGET}"${pick} -j ${sep}`);
-      rules.push(`-A ${sep} -s ${ip}/32 -m comment --comment "${name}" -j KUBE-MARK-MASQ`);
-      rules.push(`-A ${sep} -p tcp -m comment --comment "${name}" -m tcp -j DNAT --to-destination ${ip}:${TARGET}`);
-    });
+    const c = serviceChains(i, BACKENDS);
+    decl.push(...c.decl);
+    svcRules.push(...c.rules);
   }
-  rules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
-  return `*nat\n${decl.join("\n")}\n${rules.join("\n")}\nCOMMIT\n`;
+  return `*nat\n${decl.join("\n")}\n${rules.join("\n")}\n${kubeServicesRules(n).join("\n")}\n${svcRules.join("\n")}\nCOMMIT\n`;
+}
+
+/**
+ * kube-proxy's partial sync (MinimizeIPTablesRestore) for one service whose endpoints changed, fed to
+ * `iptables-restore --noflush`: KUBE-SERVICES is rewritten whole, the service's chain is rewritten,
+ * the new endpoint chains are added and the old ones deleted.
+ */
+function kubeProxyPartial(n: number, changed: number): string {
+  const now = serviceChains(changed, CHANGED_BACKENDS);
+  const old = serviceChains(changed, BACKENDS);
+  const oldDecl = old.seps.map((c) => `:${c} - [0:0]`); // flushed, then deleted
+  return `*nat\n:KUBE-SERVICES - [0:0]\n${now.decl.join("\n")}\n${oldDecl.join("\n")}\n${kubeServicesRules(n).join("\n")}\n${now.rules.join("\n")}\n${old.seps.map((c) => `-X ${c}`).join("\n")}\nCOMMIT\n`;
+}
+
+/** kube-proxy's nftables mode, simplified: a verdict map VIP . proto . port → service chain → endpoint chains. */
+function nftEndpointChains(i: number, backends: readonly string[]): { chains: string[]; names: string[]; vmap: string } {
+  const names = backends.map((ip) => `ep-${i}-${ip.replaceAll(".", "-")}`);
+  const chains = backends.map(
+    (ip, k) =>
+      `add chain ip weft-bench ${names[k]}\nadd rule ip weft-bench ${names[k]} ip saddr ${ip} jump mark-for-masq\nadd rule ip weft-bench ${names[k]} meta l4proto tcp dnat to ${ip}:${TARGET}`,
+  );
+  const vmap = `numgen random mod ${backends.length} vmap { ${names.map((c, k) => `${k} : goto ${c}`).join(", ")} }`;
+  return { chains, names, vmap };
+}
+
+function nftRuleset(n: number): string {
+  const out = [
+    "add table ip weft-bench",
+    "add chain ip weft-bench mark-for-masq",
+    "add rule ip weft-bench mark-for-masq meta mark set meta mark or 0x4000",
+    "add map ip weft-bench service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }",
+    "add chain ip weft-bench services",
+    "add rule ip weft-bench services ip daddr . meta l4proto . th dport vmap @service-ips",
+    "add chain ip weft-bench output { type nat hook output priority -100 ; }",
+    "add rule ip weft-bench output jump services",
+  ];
+  const elements: string[] = [];
+  for (let i = 1; i <= n; i++) {
+    const ep = nftEndpointChains(i, BACKENDS);
+    out.push(...ep.chains, `add chain ip weft-bench svc-${i}`, `add rule ip weft-bench svc-${i} ${ep.vmap}`);
+    elements.push(`${vip(i)} . tcp . 80 : goto svc-${i}`);
+  }
+  for (let k = 0; k < elements.length; k += 1000) out.push(`add element ip weft-bench service-ips { ${elements.slice(k, k + 1000).join(", ")} }`);
+  return `${out.join("\n")}\n`;
+}
+
+/** One transaction: the changed service's chain rewritten, new endpoint chains added, old ones removed. */
+function nftPartial(changed: number): string {
+  const now = nftEndpointChains(changed, CHANGED_BACKENDS);
+  const old = nftEndpointChains(changed, BACKENDS);
+  return `${[...now.chains, `flush chain ip weft-bench svc-${changed}`, `add rule ip weft-bench svc-${changed} ${now.vmap}`, ...old.names.flatMap((c) => [`flush chain ip weft-bench ${c}`, `delete chain ip weft-bench ${c}`])].join("\n")}\n`;
+}
+
+/** The older write path, kept as an in-run baseline: one helper process per sync, hex text lines. */
+function textMapWrite(ops: readonly MapWrite[]): Promise<void> {
+  const lines = ops.map((o) => (o.op === "update" ? `u ${o.map} ${o.key.toString("hex")} ${o.value.toString("hex")}` : `d ${o.map} ${o.key.toString("hex")}`));
+  return new Promise((resolve, reject) => {
+    const child = spawn(helperPath(), ["map-write"], { stdio: ["pipe", "ignore", "pipe"] });
+    let err = "";
+    child.stderr.on("data", (d) => {
+      err += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(new Error(`map-write: ${code}: ${err}`));
+    });
+    child.stdin.end(`${lines.join("\n")}\n`);
+  });
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? 0;
+
+async function timed(f: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await f();
+  return performance.now() - t0;
 }
 
 const fmt = (us: number) => `${us.toFixed(1)} µs`;
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
 
+const table = (head: string[], body: string[][]) => {
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? "").length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i] as number)).join("  ");
+  console.log(line(head));
+  for (const r of body) console.log(line(r));
+};
+const ms = (x: number) => (x < 10 ? `${x.toFixed(2)} ms` : `${x.toFixed(0)} ms`);
+
+/** Sync of SYNC_N services from empty and of one changed service among them: Weft vs the peers. */
+/** Returns the peers' from-empty restore times at SYNC_N services (to predict the latency part's set-ups). */
+async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number): Promise<Record<string, number>> {
+  const changed = SYNC_N / 2;
+  const base = services(SYNC_N);
+  const mod = services(SYNC_N, changed);
+  const pinOf = (m: string) => pins.map(sb.pinRoot, m);
+  const w = {
+    sync: [] as number[],
+    syncIncr: [] as number[],
+    compute: [] as number[],
+    computeIncr: [] as number[],
+    write: [] as number[],
+    writeIncr: [] as number[],
+    text: [] as number[],
+    textIncr: [] as number[],
+  };
+  let writes = 0;
+  let writesIncr = 0;
+  await sync.sync(base.svcs, base.slices); // warm-up (JIT), then back to empty
+  await sync.sync([], []);
+  for (let rep = 0; rep < SYNC_REPS; rep++) {
+    // ServiceSync as the agent runs it: compute the desired maps, diff, writeMaps.
+    w.sync.push(await timed(() => sync.sync(base.svcs, base.slices)));
+    w.syncIncr.push(await timed(() => sync.sync(mod.svcs, mod.slices)));
+    await sync.sync([], []);
+    // The same writes with the computation outside the timer: the write path alone.
+    let t = performance.now();
+    const full = lbContents(desiredLb(base.svcs, base.slices, {}).state);
+    const ops = lbDiff(emptyContents(), full, pinOf);
+    w.compute.push(performance.now() - t);
+    t = performance.now();
+    const after = lbContents(desiredLb(mod.svcs, mod.slices, {}).state);
+    const incr = lbDiff(full, after, pinOf);
+    w.computeIncr.push(performance.now() - t);
+    writes = ops.length;
+    writesIncr = incr.length;
+    w.write.push(await timed(() => writeMaps(ops)));
+    w.writeIncr.push(await timed(() => writeMaps(incr)));
+    await writeMaps(lbDiff(after, emptyContents(), pinOf));
+    // The older write path: a helper process per sync, hex text, one bpf() call per entry.
+    w.text.push(await timed(() => textMapWrite(ops)));
+    w.textIncr.push(await timed(() => textMapWrite(incr)));
+    await writeMaps(lbDiff(after, emptyContents(), pinOf));
+  }
+  const left = await readLbContents(sb.pinRoot);
+  if (left.services.size + left.backends.size + left.maglev.size !== 0) throw new Error("service maps not empty after the Weft runs");
+
+  const peers: { name: string; empty: number | string; incr: number | string }[] = [];
+  for (const [variant, restore, iptables] of [
+    ["iptables-legacy-restore", "iptables-legacy-restore", "iptables-legacy"],
+    ["iptables-nft-restore", "iptables-nft-restore", "iptables-nft"],
+  ] as const) {
+    try {
+      const empty = await timed(() => inNetns(sb, [restore], kubeProxyRules(SYNC_N), BUDGET_MS));
+      const incr = await timed(() => inNetns(sb, [restore, "--noflush"], kubeProxyPartial(SYNC_N, changed), BUDGET_MS));
+      peers.push({ name: variant, empty, incr });
+    } catch (err) {
+      peers.push({ name: variant, empty: `failed: ${(err as Error).message.slice(0, 80)}`, incr: "-" });
+    } finally {
+      await inNetns(sb, [iptables, "-t", "nat", "-F"]).catch(() => undefined);
+      await inNetns(sb, [iptables, "-t", "nat", "-X"]).catch(() => undefined);
+    }
+  }
+  // nft takes ~20 s for this ruleset here (30k chains): run it only with the time left, stop it at that.
+  const nftMs = Math.min(45_000, deadline - performance.now());
+  if (nftMs < 15_000) {
+    peers.push({ name: "nft (verdict map)", empty: "skipped (time budget)", incr: "-" });
+  } else {
+    try {
+      const empty = await timed(() => inNetns(sb, ["nft", "-f", "-"], nftRuleset(SYNC_N), nftMs));
+      const incr = await timed(() => inNetns(sb, ["nft", "-f", "-"], nftPartial(changed), 30_000));
+      peers.push({ name: "nft (verdict map)", empty, incr });
+    } catch (err) {
+      const msg = (err as Error).message;
+      peers.push({
+        name: "nft (verdict map)",
+        empty: msg.includes("SIGKILL") ? `> ${(nftMs / 1000).toFixed(0)} s (stopped)` : `failed: ${msg.slice(0, 80)}`,
+        incr: "-",
+      });
+    } finally {
+      await inNetns(sb, ["nft", "delete", "table", "ip", "weft-bench"]).catch(() => undefined);
+    }
+  }
+
+  const m = Object.fromEntries(Object.entries(w).map(([k, v]) => [k, median(v)])) as Record<keyof typeof w, number>;
+  console.log(`\nprogramming ${SYNC_N} services (two endpoints each; Weft: median of ${SYNC_REPS}, peers: one run each):`);
+  table(
+    ["", `from empty (${writes} map writes)`, `1 service changed (${writesIncr} map writes)`],
+    [
+      ["weft ServiceSync.sync (compute + writeMaps)", ms(m.sync), ms(m.syncIncr)],
+      ["  of which compute (services.ts, pure)", ms(m.compute), ms(m.computeIncr)],
+      ["  of which writeMaps (map server, batched)", ms(m.write), ms(m.writeIncr)],
+      ["older path: map-write process, text, per entry", ms(m.text), ms(m.textIncr)],
+      ...peers.map((p) => [p.name, typeof p.empty === "number" ? ms(p.empty) : p.empty, typeof p.incr === "number" ? ms(p.incr) : p.incr]),
+    ],
+  );
+  console.log("\nratios (peer time / Weft time; > 1 = Weft faster):");
+  const r = (peer: number | string, weft: number) => (typeof peer === "number" ? `${(peer / weft).toFixed(1)}x` : "-");
+  table(
+    ["peer", "empty: vs sync", "empty: vs writeMaps", "1 changed: vs sync", "1 changed: vs writeMaps"],
+    peers.map((p) => [p.name, r(p.empty, m.sync), r(p.empty, m.write), r(p.incr, m.syncIncr), r(p.incr, m.writeIncr)]),
+  );
+  console.log(`map server vs the older map-write path: ${(m.text / m.write).toFixed(1)}x from empty, ${(m.textIncr / m.writeIncr).toFixed(1)}x for one change`);
+  const restoreMs: Record<string, number> = {};
+  for (const p of peers) if (typeof p.empty === "number") restoreMs[p.name] = p.empty;
+  return restoreMs;
+}
+
 async function main(): Promise<void> {
+  const started = performance.now();
   execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
   await removeStale("bench-services");
   const sb = await createSandbox("bench-services");
@@ -192,6 +420,9 @@ async function main(): Promise<void> {
     await registerNetns(sb.pinRoot, sb.netns);
     const sync = new ServiceSync(sb.pinRoot);
 
+    const restoreMs = await syncBench(sb, sync, started + TOTAL_MS - 35_000);
+    console.log(`[services bench] sync part done at ${((performance.now() - started) / 1000).toFixed(0)} s`);
+
     const measure = async (inCgroup: boolean, host: string, port: number): Promise<Latency> => {
       const argv = [NODE, "--input-type=module", "-e", SCRIPT, "lat", host, String(port), String(CONNECTS), String(MEASURE_MS)];
       const r = JSON.parse(await firstLine(inCgroup ? sb.spawnInCgroup(argv) : sb.spawnInNetns(argv), MEASURE_MS + 30_000)) as Latency;
@@ -200,61 +431,69 @@ async function main(): Promise<void> {
     };
 
     const rows: string[][] = [];
-    const syncRows: string[][] = [];
-    // Restore time grows about quadratically; predict the next scale as t · (n/n_prev)^2.
-    const lastRestore: Record<string, { n: number; ms: number }> = {};
+    const skipped: string[] = [];
+    // Restore time grows about quadratically; predict a scale as t · (n/n_known)^2 from the largest
+    // measured so far (at first: the sync part's restore of SYNC_N services, an upper bound below it).
+    const last: Record<string, { n: number; ms: number }> = {};
+    for (const [variant, name] of [
+      ["legacy", "iptables-legacy-restore"],
+      ["nft", "iptables-nft-restore"],
+    ] as const) {
+      const t = restoreMs[name];
+      if (t !== undefined) last[variant] = { n: SYNC_N, ms: t };
+    }
+    const predict = (key: string, n: number, power: number) => {
+      const l = last[key];
+      return l ? l.ms * Math.max(1, n / l.n) ** power : 0;
+    };
+    const MEASURE_COST = 4_000; // a latency measurement, typically
     for (const n of SCALES) {
+      const elapsed = () => performance.now() - started;
+      if (elapsed() + predict("weft", n, 1) + 2 * MEASURE_COST > TOTAL_MS) {
+        skipped.push(`${n} services (all variants: over the ${TOTAL_MS / 1000} s budget)`);
+        continue;
+      }
       const { svcs, slices } = services(n);
       const target = vip(Math.ceil(n / 2)); // the middle of KUBE-SERVICES: iptables' average case
       await sync.sync([], []);
       const t0 = performance.now();
-      const report = await sync.sync(svcs, slices);
-      const bpfSyncMs = performance.now() - t0;
+      await sync.sync(svcs, slices);
+      last.weft = { n, ms: performance.now() - t0 };
       const direct = await measure(false, BACKENDS[0] as string, TARGET);
       const bpf = await measure(true, target, 80);
       const row = [String(n), fmt(direct.median), `${fmt(bpf.median)} (${ratio(bpf.median, direct.median)})`];
-      const syncRow = [String(n), `${bpfSyncMs.toFixed(0)} ms (${report.writes.updated} map writes)`];
       for (const [variant, restore, iptables] of [
         ["legacy", "iptables-legacy-restore", "iptables-legacy"],
         ["nft", "iptables-nft-restore", "iptables-nft"],
       ] as const) {
-        const last = lastRestore[variant];
-        const predicted = last ? last.ms * (n / last.n) ** 2 : 0;
-        if (predicted > BUDGET_MS) {
-          row.push("skipped (set-up > 60 s)");
-          syncRow.push(`skipped (predicted ${(predicted / 1000).toFixed(0)} s)`);
+        const predicted = predict(variant, n, 2);
+        if (predicted > BUDGET_MS || elapsed() + predicted + MEASURE_COST > TOTAL_MS) {
+          row.push(`skipped (predicted set-up ${(predicted / 1000).toFixed(0)} s)`);
+          skipped.push(`${n} services, iptables-${variant} (predicted restore ${(predicted / 1000).toFixed(0)} s)`);
           continue;
         }
-        const rules = kubeProxyRules(n);
         const r0 = performance.now();
-        await inNetns(sb, [restore], rules, BUDGET_MS * 2);
-        const restoreMs = performance.now() - r0;
-        lastRestore[variant] = { n, ms: restoreMs };
+        await inNetns(sb, [restore], kubeProxyRules(n), BUDGET_MS * 2);
+        if (n >= (last[variant]?.n ?? 0)) last[variant] = { n, ms: performance.now() - r0 };
         try {
           const lat = await measure(false, target, 80);
           row.push(`${fmt(lat.median)} (${ratio(lat.median, direct.median)})`);
-          syncRow.push(`${restoreMs.toFixed(0)} ms (${ratio(restoreMs, bpfSyncMs)} of BPF)`);
         } finally {
           await inNetns(sb, [iptables, "-t", "nat", "-F"]);
           await inNetns(sb, [iptables, "-t", "nat", "-X"]);
         }
       }
       rows.push(row);
-      syncRows.push(syncRow);
-      console.log(`[services bench] ${n} services done`);
+      console.log(`[services bench] latency at ${n} services done at ${(elapsed() / 1000).toFixed(0)} s`);
     }
+    await sync.sync([], []);
 
-    const table = (head: string[], body: string[][]) => {
-      const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? "").length)));
-      const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i] as number)).join("  ");
-      console.log(line(head));
-      for (const r of body) console.log(line(r));
-    };
     console.log("\nconnect() latency to a ClusterIP (median of up to 1000 sequential connects; ratio to a direct connect):");
     table(["services", "direct", "weft BPF", "iptables-legacy", "iptables-nft"], rows);
-    console.log("\nprogramming all services from empty (Weft: compute + writeMaps; kube-proxy style: iptables-restore):");
-    table(["services", "weft BPF", "iptables-legacy-restore", "iptables-nft-restore"], syncRows);
+    if (skipped.length) console.log(`skipped to stay under ~2 minutes: ${skipped.join("; ")}`);
+    console.log(`\n[services bench] total ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
+    await closeMapServer();
     await sb.dispose();
   }
 }

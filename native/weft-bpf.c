@@ -73,6 +73,9 @@ __attribute__((noreturn)) static void usage(void)
 		"attach-cgroup PROG_PIN CGROUP_DIR HOOK LINK_PIN | "
 		"attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN | replace LINK_PIN PROG_PIN | "
 		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | map-write (stdin: u PIN KEY VAL | d PIN KEY) | "
+		"map-server (stdin: binary batches) | "
+		"map-create PIN TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES [--flags N] [--name NAME] [--inner PIN] | "
+		"map-set-inner OUTER_PIN KEYHEX INNER_PIN | "
 		"run PROG_PIN [--ctx HEX] [--data HEX] [--repeat N] | "
 		"ringbuf MAP_PIN [--lost-map MAP_PIN] [--batch-bytes N] | netns-cookie NETNS\n");
 	exit(2);
@@ -938,6 +941,532 @@ static int cmd_map_write(int argc, char **argv)
 	return 0;
 }
 
+// ---- map-server: binary batches, bpf_map_*_batch where the map supports it ------------------------
+// The agent's write path (docs/bpf-loading.md, "map-server"). One long-lived process per agent
+// reads batches from stdin and answers one JSON line per batch. Little-endian framing:
+//   header  u32 magic 'WMB1' (0x31424d57), u32 nmaps, u32 nrecords, u32 body bytes
+//   body    nmaps x { u16 len; pin bytes }
+//           nrecords x { u8 op; u8 pad; u16 map; u32 keylen; u32 vallen; key; value }
+//   op      1 update (BPF_ANY), 2 delete (absent is not an error),
+//           3 map-in-map update: the value is the pin of the inner map, whose fd is stored
+// A batch is checked whole before any write (map index, op, key and value sizes), so a malformed
+// batch changes nothing. Records are then applied in order: each run of consecutive records with
+// the same op and map goes to the kernel as one bpf_map_update_batch/bpf_map_delete_batch call
+// (the kernel applies a batch's elements in array order, so every key ends as if the records had
+// been applied one by one), or one call per record where the map type has no batch operation
+// (remembered per map for the rest of the batch). A kernel failure stops the batch at the failing
+// record (earlier records stay applied) and is reported with its index, op and map.
+// Pins are opened afresh for every batch: a map unpinned and re-created at the same path between
+// two batches is the new map.
+#define WMB_MAGIC 0x31424d57u
+#define WMB_MAX_BODY (1u << 30)
+#define WMB_OP_UPDATE 1
+#define WMB_OP_DELETE 2
+#define WMB_OP_INNER 3
+#ifndef ENOTSUPP
+#define ENOTSUPP 524 // kernel-internal: a map type without the batch operation
+#endif
+
+struct wmb_map {
+	char *pin;
+	int fd;
+	int no_batch; // the kernel refused a batch call on this map: one call per record
+	struct bpf_map_info info;
+	__u32 vsize; // bytes a value has from user space (per-CPU maps: one 8-aligned slot per CPU)
+};
+
+struct wmb_rec {
+	__u8 op;
+	__u16 map;
+	__u32 klen, vlen;
+	const unsigned char *key, *val;
+};
+
+struct wmb_result {
+	long updated, deleted, absent, calls;
+	char err[1536];
+};
+
+__attribute__((format(printf, 3, 4))) static int wmb_err(struct wmb_result *r, int err, const char *fmt, ...)
+{
+	char what[1024], why[256] = "";
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (err)
+		libbpf_strerror(err > 0 ? -err : err, why, sizeof(why));
+	snprintf(r->err, sizeof(r->err), "%s%s%s", what, err ? ": " : "", why);
+	oneline(r->err);
+	return -1;
+}
+
+static int is_percpu(__u32 type)
+{
+	return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	       type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+}
+
+static int is_map_in_map(__u32 type)
+{
+	return type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS;
+}
+
+static const char *op_name(__u8 op)
+{
+	return op == WMB_OP_UPDATE ? "update" : op == WMB_OP_DELETE ? "delete" : "update (inner map)";
+}
+
+// Stores the fd of the map pinned at `inner` (a path, not NUL-terminated) under `key` of `outer`.
+static int set_inner(struct wmb_map *m, const unsigned char *key, const unsigned char *inner,
+		     __u32 ilen, long index, struct wmb_result *r)
+{
+	char path[PATH_MAX];
+	if (ilen == 0 || ilen >= sizeof(path))
+		return wmb_err(r, 0, "record %ld: %s %s: inner map pin of %u bytes", index,
+			       op_name(WMB_OP_INNER), m->pin, ilen);
+	memcpy(path, inner, ilen);
+	path[ilen] = 0;
+	int fd = bpf_obj_get(path);
+	if (fd < 0)
+		return wmb_err(r, errno, "record %ld: %s %s: open pinned inner map %s", index,
+			       op_name(WMB_OP_INNER), m->pin, path);
+	r->calls++;
+	int rc = bpf_map_update_elem(m->fd, key, &fd, BPF_ANY);
+	int err = errno;
+	close(fd);
+	if (rc)
+		return wmb_err(r, err, "record %ld: %s %s with %s", index, op_name(WMB_OP_INNER), m->pin,
+			       path);
+	r->updated++;
+	return 0;
+}
+
+// One record, one syscall.
+static int apply_one(struct wmb_map *m, const struct wmb_rec *rec, long index, struct wmb_result *r)
+{
+	if (rec->op == WMB_OP_INNER)
+		return set_inner(m, rec->key, rec->val, rec->vlen, index, r);
+	r->calls++;
+	if (rec->op == WMB_OP_UPDATE) {
+		if (bpf_map_update_elem(m->fd, rec->key, rec->val, BPF_ANY))
+			return wmb_err(r, errno, "record %ld: update %s", index, m->pin);
+		r->updated++;
+		return 0;
+	}
+	if (bpf_map_delete_elem(m->fd, rec->key)) {
+		if (errno != ENOENT)
+			return wmb_err(r, errno, "record %ld: delete %s", index, m->pin);
+		r->absent++;
+		return 0;
+	}
+	r->deleted++;
+	return 0;
+}
+
+static int g_no_batch; // WEFT_BPF_NO_BATCH=1: one call per record (tests, comparisons)
+static unsigned char *g_keys, *g_vals;
+static size_t g_keys_cap, g_vals_cap;
+
+static int grow(unsigned char **buf, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? *cap : 65536;
+	while (n < need)
+		n *= 2;
+	unsigned char *p = realloc(*buf, n);
+	if (!p)
+		return -1;
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+// A run of records [from, to) with the same op (update or delete) on the same map.
+static int apply_run(struct wmb_map *m, const struct wmb_rec *recs, long from, long to,
+		     struct wmb_result *r)
+{
+	long i = from;
+	__u32 ks = m->info.key_size, vs = m->vsize;
+	__u8 op = recs[from].op;
+
+	while (i < to && !m->no_batch && to - i > 1) {
+		__u32 n = (__u32)(to - i);
+		if (grow(&g_keys, &g_keys_cap, (size_t)n * ks) ||
+		    (op == WMB_OP_UPDATE && grow(&g_vals, &g_vals_cap, (size_t)n * vs)))
+			return wmb_err(r, ENOMEM, "record %ld: batch of %u", i, n);
+		for (__u32 k = 0; k < n; k++) {
+			memcpy(g_keys + (size_t)k * ks, recs[i + k].key, ks);
+			if (op == WMB_OP_UPDATE)
+				memcpy(g_vals + (size_t)k * vs, recs[i + k].val, vs);
+		}
+		LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+		__u32 count = n;
+		r->calls++;
+		int rc = op == WMB_OP_UPDATE ? bpf_map_update_batch(m->fd, g_keys, g_vals, &count, &opts)
+					     : bpf_map_delete_batch(m->fd, g_keys, &count, &opts);
+		if (rc == 0) {
+			if (op == WMB_OP_UPDATE)
+				r->updated += n;
+			else
+				r->deleted += n;
+			return 0;
+		}
+		int err = errno;
+		// Refused before touching any element (no batch op for this map type, or a check on the
+		// whole call): the kernel leaves count as given. Then the records go one by one.
+		if (err == ENOTSUPP || err == EOPNOTSUPP || count >= n) {
+			m->no_batch = 1;
+			break;
+		}
+		// count elements were applied; element i + count failed.
+		if (op == WMB_OP_UPDATE)
+			r->updated += count;
+		else
+			r->deleted += count;
+		i += count;
+		if (op == WMB_OP_DELETE && err == ENOENT) {
+			r->absent++;
+			i++;
+			continue;
+		}
+		return wmb_err(r, err, "record %ld: %s %s (batch)", i, op_name(op), m->pin);
+	}
+	for (; i < to; i++)
+		if (apply_one(m, &recs[i], i, r))
+			return -1;
+	return 0;
+}
+
+static int read_full(void *buf, size_t n)
+{
+	return fread(buf, 1, n, stdin) == n ? 0 : -1;
+}
+
+static void print_result(const struct wmb_result *r)
+{
+	if (r->err[0]) {
+		fputs("{\"error\":", stdout);
+		json_str(stdout, r->err);
+		fputs("}\n", stdout);
+	} else {
+		printf("{\"updated\":%ld,\"deleted\":%ld,\"absent\":%ld,\"calls\":%ld}\n", r->updated,
+		       r->deleted, r->absent, r->calls);
+	}
+	fflush(stdout);
+}
+
+// Parses, checks and applies one batch held in body[0..len).
+static void apply_batch(const unsigned char *body, size_t len, __u32 nmaps, __u32 nrecs,
+			struct wmb_result *r)
+{
+	struct wmb_map *maps = calloc(nmaps ? nmaps : 1, sizeof(*maps));
+	struct wmb_rec *recs = calloc(nrecs ? nrecs : 1, sizeof(*recs));
+	size_t off = 0;
+	__u32 nopen = 0;
+	int ncpu = 0;
+
+	if (!maps || !recs) {
+		wmb_err(r, ENOMEM, "batch of %u records", nrecs);
+		goto out;
+	}
+	for (__u32 i = 0; i < nmaps; i++) {
+		__u16 plen;
+		if (off + 2 > len || (memcpy(&plen, body + off, 2), off + 2 + plen > len) || plen == 0 ||
+		    plen >= PATH_MAX) {
+			wmb_err(r, 0, "map table entry %u is truncated", i);
+			goto out;
+		}
+		maps[i].pin = strndup((const char *)body + off + 2, plen);
+		nopen = i + 1;
+		off += 2 + (size_t)plen;
+		maps[i].fd = bpf_obj_get(maps[i].pin);
+		if (maps[i].fd < 0) {
+			wmb_err(r, errno, "open pinned map %s", maps[i].pin);
+			goto out_close;
+		}
+		__u32 ilen = sizeof(maps[i].info);
+		if (bpf_obj_get_info_by_fd(maps[i].fd, &maps[i].info, &ilen)) {
+			wmb_err(r, errno, "map %s: info", maps[i].pin);
+			goto out_close;
+		}
+		maps[i].vsize = maps[i].info.value_size;
+		if (is_percpu(maps[i].info.type)) {
+			if (!ncpu)
+				ncpu = libbpf_num_possible_cpus();
+			maps[i].vsize = (maps[i].info.value_size + 7) / 8 * 8 * (__u32)ncpu;
+		}
+		// Map-in-map values are fds the kernel turns into map pointers: no batch calls.
+		maps[i].no_batch = g_no_batch || is_map_in_map(maps[i].info.type);
+	}
+	for (__u32 i = 0; i < nrecs; i++) {
+		struct wmb_rec *x = &recs[i];
+		if (off + 12 > len) {
+			wmb_err(r, 0, "record %u is truncated", i);
+			goto out_close;
+		}
+		x->op = body[off];
+		memcpy(&x->map, body + off + 2, 2);
+		memcpy(&x->klen, body + off + 4, 4);
+		memcpy(&x->vlen, body + off + 8, 4);
+		off += 12;
+		if ((size_t)x->klen + x->vlen > len - off) {
+			wmb_err(r, 0, "record %u is truncated", i);
+			goto out_close;
+		}
+		x->key = body + off;
+		x->val = body + off + x->klen;
+		off += (size_t)x->klen + x->vlen;
+		if (x->map >= nmaps) {
+			wmb_err(r, 0, "record %u: map index %u, the batch names %u maps", i, x->map, nmaps);
+			goto out_close;
+		}
+		struct wmb_map *m = &maps[x->map];
+		if (x->op != WMB_OP_UPDATE && x->op != WMB_OP_DELETE && x->op != WMB_OP_INNER) {
+			wmb_err(r, 0, "record %u: unknown op %u", i, x->op);
+			goto out_close;
+		}
+		if (x->klen != m->info.key_size) {
+			wmb_err(r, 0, "record %u: %s %s: key has %u bytes, the map's keys have %u", i,
+				op_name(x->op), m->pin, x->klen, m->info.key_size);
+			goto out_close;
+		}
+		if (x->op == WMB_OP_UPDATE && x->vlen != m->vsize) {
+			wmb_err(r, 0, "record %u: update %s: value has %u bytes, the map's values have %u", i,
+				m->pin, x->vlen, m->vsize);
+			goto out_close;
+		}
+		if (x->op == WMB_OP_UPDATE && is_map_in_map(m->info.type)) {
+			wmb_err(r, 0, "record %u: update %s: a map-in-map takes inner map pins (op 3)", i,
+				m->pin);
+			goto out_close;
+		}
+		if (x->op == WMB_OP_INNER && !is_map_in_map(m->info.type)) {
+			wmb_err(r, 0, "record %u: %s %s: not a map-in-map (type %u)", i, op_name(x->op),
+				m->pin, m->info.type);
+			goto out_close;
+		}
+		if (x->op == WMB_OP_DELETE && x->vlen != 0) {
+			wmb_err(r, 0, "record %u: delete %s: carries a value", i, m->pin);
+			goto out_close;
+		}
+	}
+	if (off != len) {
+		wmb_err(r, 0, "%zu bytes after the last record", len - off);
+		goto out_close;
+	}
+	for (long i = 0; i < (long)nrecs;) {
+		long j = i + 1;
+		while (j < (long)nrecs && recs[j].op == recs[i].op && recs[j].map == recs[i].map)
+			j++;
+		struct wmb_map *m = &maps[recs[i].map];
+		int rc = recs[i].op == WMB_OP_INNER ? 0 : apply_run(m, recs, i, j, r);
+		for (long k = i; rc == 0 && recs[i].op == WMB_OP_INNER && k < j; k++)
+			rc = apply_one(m, &recs[k], k, r);
+		if (rc)
+			break;
+		i = j;
+	}
+out_close:
+	for (__u32 i = 0; i < nopen; i++) {
+		if (maps[i].fd >= 0)
+			close(maps[i].fd);
+		free(maps[i].pin);
+	}
+out:
+	free(maps);
+	free(recs);
+}
+
+// map-server: serves batches from stdin until it closes (or the parent dies).
+static int cmd_map_server(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 0)
+		usage();
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() == 1)
+		return 0;
+	signal(SIGPIPE, SIG_IGN);
+	const char *nb = getenv("WEFT_BPF_NO_BATCH");
+	g_no_batch = nb && *nb && strcmp(nb, "0") != 0;
+	unsigned char *body = NULL;
+	size_t cap = 0;
+	for (;;) {
+		__u32 h[4];
+		size_t got = fread(h, 1, sizeof(h), stdin);
+		if (got == 0 && feof(stdin))
+			return 0;
+		if (got != sizeof(h))
+			fail(0, "truncated batch header");
+		if (h[0] != WMB_MAGIC)
+			fail(0, "bad batch magic 0x%08x (protocol out of step)", h[0]);
+		if (h[3] > WMB_MAX_BODY)
+			fail(0, "batch of %u bytes exceeds %u", h[3], WMB_MAX_BODY);
+		if (h[3] > cap) {
+			free(body);
+			cap = h[3];
+			body = malloc(cap);
+			if (!body)
+				fail(ENOMEM, "batch of %u bytes", h[3]);
+		}
+		if (read_full(body, h[3]))
+			fail(0, "truncated batch body (%u bytes announced)", h[3]);
+		struct wmb_result r = {};
+		apply_batch(body, h[3], h[1], h[2], &r);
+		print_result(&r);
+	}
+}
+
+// ---- map-create, map-set-inner ------------------------------------------------------------------
+
+static const struct {
+	const char *name;
+	enum bpf_map_type type;
+} map_types[] = {
+	{ "hash", BPF_MAP_TYPE_HASH },
+	{ "array", BPF_MAP_TYPE_ARRAY },
+	{ "percpu_hash", BPF_MAP_TYPE_PERCPU_HASH },
+	{ "percpu_array", BPF_MAP_TYPE_PERCPU_ARRAY },
+	{ "lru_hash", BPF_MAP_TYPE_LRU_HASH },
+	{ "lru_percpu_hash", BPF_MAP_TYPE_LRU_PERCPU_HASH },
+	{ "lpm_trie", BPF_MAP_TYPE_LPM_TRIE },
+	{ "array_of_maps", BPF_MAP_TYPE_ARRAY_OF_MAPS },
+	{ "hash_of_maps", BPF_MAP_TYPE_HASH_OF_MAPS },
+};
+
+static unsigned long parse_u32(const char *what, const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 0);
+	if (errno || *end || !*s || v > 0xffffffffUL)
+		fail(0, "%s: bad number '%s'", what, s);
+	return v;
+}
+
+static void print_map(const char *pin, const struct bpf_map_info *info, int created)
+{
+	fputs("{\"pin\":", stdout);
+	json_str(stdout, pin);
+	fprintf(stdout,
+		",\"id\":%u,\"type\":%u,\"keySize\":%u,\"valueSize\":%u,\"maxEntries\":%u,\"flags\":%u,"
+		"\"name\":",
+		info->id, info->type, info->key_size, info->value_size, info->max_entries,
+		info->map_flags);
+	json_str(stdout, info->name);
+	fprintf(stdout, ",\"created\":%s}\n", created ? "true" : "false");
+}
+
+// map-create PIN TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES [--flags N] [--name NAME] [--inner PIN]
+// Creates a map and pins it at PIN. Idempotent: a map already pinned there with the same type,
+// sizes, max_entries and flags is kept with its entries ("created": false); one of another shape is
+// refused, naming the difference. --inner: the template map of an array_of_maps/hash_of_maps.
+static int cmd_map_create(int argc, char **argv)
+{
+	if (argc < 5)
+		usage();
+	const char *pin = argv[0], *tname = argv[1], *name = NULL, *inner = NULL;
+	int type = -1;
+	for (size_t i = 0; i < sizeof(map_types) / sizeof(map_types[0]); i++)
+		if (strcmp(tname, map_types[i].name) == 0)
+			type = map_types[i].type;
+	if (type < 0)
+		fail(0, "unknown map type '%s'", tname);
+	__u32 ks = parse_u32("key size", argv[2]), vs = parse_u32("value size", argv[3]),
+	      max = parse_u32("max entries", argv[4]), flags = 0;
+	for (int i = 5; i < argc; i++) {
+		if (strcmp(argv[i], "--flags") == 0 && i + 1 < argc)
+			flags = parse_u32("--flags", argv[++i]);
+		else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+			name = argv[++i];
+		else if (strcmp(argv[i], "--inner") == 0 && i + 1 < argc)
+			inner = argv[++i];
+		else
+			usage();
+	}
+	if (name && strlen(name) >= BPF_OBJ_NAME_LEN)
+		fail(0, "map name '%s' is longer than %d characters", name, BPF_OBJ_NAME_LEN - 1);
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (path_exists(pin)) {
+			int fd = obj_get(pin, "map");
+			struct bpf_map_info info = {};
+			__u32 len = sizeof(info);
+			if (bpf_obj_get_info_by_fd(fd, &info, &len))
+				fail(errno, "map %s: info", pin);
+			if (info.type != (__u32)type || info.key_size != ks || info.value_size != vs ||
+			    info.max_entries != max || info.map_flags != flags)
+				fail(0,
+				     "%s is pinned with another shape: type %u key %u value %u entries %u flags %u, "
+				     "wanted type %u key %u value %u entries %u flags %u",
+				     pin, info.type, info.key_size, info.value_size, info.max_entries,
+				     info.map_flags, type, ks, vs, max, flags);
+			print_map(pin, &info, 0);
+			return 0;
+		}
+		LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
+		if (inner) {
+			opts.inner_map_fd = obj_get(inner, "inner map template");
+		} else if (type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS) {
+			fail(0, "%s: a %s needs --inner PIN (its template map)", pin, tname);
+		}
+		int fd = bpf_map_create(type, name, ks, vs, max, &opts);
+		if (fd < 0)
+			fail(errno, "create %s map %s (key %u, value %u, entries %u, flags %u)", tname, pin, ks,
+			     vs, max, flags);
+		char dir[PATH_MAX];
+		parent_dir(pin, dir, sizeof(dir));
+		mkdir_p(dir);
+		if (bpf_obj_pin(fd, pin)) {
+			if (errno == EEXIST) { // pinned by someone else meanwhile: check that one
+				close(fd);
+				continue;
+			}
+			fail(errno, "pin %s", pin);
+		}
+		struct bpf_map_info info = {};
+		__u32 len = sizeof(info);
+		if (bpf_obj_get_info_by_fd(fd, &info, &len))
+			fail(errno, "map %s: info", pin);
+		print_map(pin, &info, 1);
+		return 0;
+	}
+	fail(EEXIST, "pin %s", pin);
+}
+
+// map-set-inner OUTER_PIN KEYHEX INNER_PIN: stores the inner map under KEY of a map-in-map.
+static int cmd_map_set_inner(int argc, char **argv)
+{
+	if (argc != 3)
+		usage();
+	struct wmb_map m = { .pin = argv[0], .fd = obj_get(argv[0], "map") };
+	__u32 len = sizeof(m.info);
+	if (bpf_obj_get_info_by_fd(m.fd, &m.info, &len))
+		fail(errno, "map %s: info", argv[0]);
+	if (!is_map_in_map(m.info.type))
+		fail(0, "%s is not a map-in-map (type %u)", argv[0], m.info.type);
+	size_t klen;
+	unsigned char *key = from_hex(argv[1], &klen);
+	if (klen != m.info.key_size)
+		fail(0, "%s: key has %zu bytes, the map's keys have %u", argv[0], klen, m.info.key_size);
+	struct wmb_result r = {};
+	if (set_inner(&m, key, (const unsigned char *)argv[2], (__u32)strlen(argv[2]), 0, &r))
+		fail(0, "%s", r.err);
+	int ifd = obj_get(argv[2], "inner map");
+	struct bpf_map_info ii = {};
+	len = sizeof(ii);
+	if (bpf_obj_get_info_by_fd(ifd, &ii, &len))
+		fail(errno, "map %s: info", argv[2]);
+	fputs("{\"outer\":", stdout);
+	json_str(stdout, argv[0]);
+	fputs(",\"inner\":", stdout);
+	json_str(stdout, argv[2]);
+	printf(",\"innerId\":%u}\n", ii.id);
+	return 0;
+}
+
 // ---- netns-cookie (services datapath: docs/services.md) -----------------------------------------
 // netns-cookie NETNS: the namespace's cookie (SO_NETNS_COOKIE on a socket made inside it), the
 // value bpf_get_netns_cookie() returns for sockets there. NETNS: a name under /run/netns or a path.
@@ -1008,6 +1537,12 @@ int main(int argc, char **argv)
 		return cmd_run(n, rest);
 	if (strcmp(g_cmd, "map-write") == 0)
 		return cmd_map_write(n, rest);
+	if (strcmp(g_cmd, "map-server") == 0)
+		return cmd_map_server(n, rest);
+	if (strcmp(g_cmd, "map-create") == 0)
+		return cmd_map_create(n, rest);
+	if (strcmp(g_cmd, "map-set-inner") == 0)
+		return cmd_map_set_inner(n, rest);
 	if (strcmp(g_cmd, "ringbuf") == 0)
 		return cmd_ringbuf(n, rest);
 	if (strcmp(g_cmd, "netns-cookie") == 0)

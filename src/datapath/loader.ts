@@ -1,5 +1,6 @@
 // Loads, attaches, pins and replaces BPF programs by driving the helper build/bin/weft-bpf
-// (native/weft-bpf.c) as a child process: one JSON line per command, binary frames for ring buffers.
+// (native/weft-bpf.c) as a child process: one JSON line per command, binary frames for ring buffers,
+// and one long-lived map server per process for map writes (binary batches, no spawn per write).
 // Holds no kernel state itself: everything that must outlive the agent is pinned in bpffs.
 
 import { type ChildProcess, spawn } from "node:child_process";
@@ -318,11 +319,266 @@ export interface MapWriteResult {
   absent: number;
 }
 
-/** Applies a batch of updates and deletes (to one or more pinned maps) in one helper run, in order. */
+// The write path: one long-lived `weft-bpf map-server` per process, fed binary batches on stdin
+// and answering one JSON line per batch (framing: native/weft-bpf.c, docs/bpf-loading.md). No
+// process spawn and no hex per sync; the helper turns runs of records into bpf_map_*_batch calls.
+const WMB_MAGIC = 0x31424d57; // "WMB1"
+const WMB_OP = { update: 1, delete: 2, inner: 3 } as const;
+
+/** A map write as framed: MapWrite, or a map-in-map update whose value is the inner map's pin. */
+export type WireRecord = MapWrite | { op: "inner"; map: string; key: Buffer; value: Buffer };
+
+function copyInto(dst: Uint8Array, src: Uint8Array, off: number): number {
+  const n = src.length;
+  if (n > 64) dst.set(src, off);
+  else for (let i = 0; i < n; i++) dst[off + i] = src[i] as number; // cheaper than a native call for small keys
+  return off + n;
+}
+
+/**
+ * One batch in the map server's framing: header, map table, records. Pure: no I/O. Hot path of
+ * every sync (50k records for 10k services), so it avoids per-record allocations and native calls.
+ */
+export function encodeMapBatch(records: readonly WireRecord[]): Buffer {
+  const index = new Map<string, number>();
+  const names: Buffer[] = [];
+  const mapOf = new Uint16Array(records.length);
+  let size = 16;
+  let lastMap = "";
+  let last = -1;
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as WireRecord;
+    if (r.map !== lastMap || last < 0) {
+      let idx = index.get(r.map);
+      if (idx === undefined) {
+        const name = Buffer.from(r.map);
+        if (name.length === 0 || name.length > 4095) throw new WeftError("WEFT_BPF", "map pin must have 1 to 4095 bytes", r.map);
+        if (names.length === 0xffff) throw new WeftError("WEFT_BPF", "more than 65535 maps in one batch", r.map);
+        idx = names.length;
+        index.set(r.map, idx);
+        names.push(name);
+        size += 2 + name.length;
+      }
+      lastMap = r.map;
+      last = idx;
+    }
+    mapOf[i] = last;
+    size += 12 + r.key.length + (r.op === "delete" ? 0 : r.value.length);
+  }
+  const buf = Buffer.allocUnsafe(size);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  dv.setUint32(0, WMB_MAGIC, true);
+  dv.setUint32(4, names.length, true);
+  dv.setUint32(8, records.length, true);
+  dv.setUint32(12, size - 16, true);
+  let off = 16;
+  for (const name of names) {
+    dv.setUint16(off, name.length, true);
+    off = copyInto(buf, name, off + 2);
+  }
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as WireRecord;
+    const value = r.op === "delete" ? undefined : r.value;
+    const vlen = value?.length ?? 0;
+    buf[off] = WMB_OP[r.op];
+    buf[off + 1] = 0;
+    dv.setUint16(off + 2, mapOf[i] as number, true);
+    dv.setUint32(off + 4, r.key.length, true);
+    dv.setUint32(off + 8, vlen, true);
+    off = copyInto(buf, r.key, off + 12);
+    if (value) off = copyInto(buf, value, off);
+  }
+  return buf;
+}
+
+interface BatchAnswer extends MapWriteResult {
+  /** bpf() calls that wrote: one per batch call, one per record where batches do not apply. */
+  calls: number;
+}
+
+/** The long-lived helper; unref'd while idle so it never keeps the process alive. */
+class MapServer {
+  private readonly child: ChildProcess;
+  private lines = "";
+  private stderr = "";
+  private waiting: { resolve: (line: string) => void; reject: (err: Error) => void } | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+  dead = false;
+
+  constructor() {
+    this.child = spawn(helperPath(), ["map-server"], { stdio: ["pipe", "pipe", "pipe"] });
+    this.child.stdin?.on("error", () => {}); // the exit and stderr tell what went wrong
+    this.child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+      this.lines += d;
+      const nl = this.lines.indexOf("\n");
+      if (nl < 0) return;
+      const line = this.lines.slice(0, nl);
+      this.lines = this.lines.slice(nl + 1);
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.resolve(line);
+    });
+    this.child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      this.stderr = (this.stderr + d).slice(-4096);
+    });
+    this.child.on("error", (err) => this.die(new WeftError("WEFT_BPF", `cannot run ${helperPath()}: ${err.message} (run scripts/build-bpf.sh)`, "map-server")));
+    this.child.on("close", (code, signal) => {
+      const line = this.stderr.trim().split("\n").pop() ?? "";
+      this.die(new WeftError("WEFT_BPF", line.replace(/^WEFT_BPF:\s*/, "") || `map-server exited with ${code ?? signal}`, "map-server"));
+    });
+    this.idle();
+  }
+
+  private die(err: Error): void {
+    this.dead = true;
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.reject(err);
+  }
+
+  private handles(): { ref(): unknown; unref(): unknown }[] {
+    const c = this.child as unknown as Record<"stdin" | "stdout" | "stderr", { ref?(): unknown; unref?(): unknown } | null>;
+    return [c.stdin, c.stdout, c.stderr].filter(
+      (h): h is { ref(): unknown; unref(): unknown } => typeof h?.ref === "function" && typeof h.unref === "function",
+    );
+  }
+
+  private idle(): void {
+    this.child.unref();
+    for (const h of this.handles()) h.unref();
+  }
+
+  private busy(): void {
+    this.child.ref();
+    for (const h of this.handles()) h.ref();
+  }
+
+  /** Sends one batch and waits for its answer; batches are served one at a time, in call order. */
+  request(batch: Buffer, timeoutMs: number): Promise<string> {
+    const run = async (): Promise<string> => {
+      if (this.dead) throw new WeftError("WEFT_BPF", "map-server is gone", "map-server");
+      this.busy();
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        return await new Promise<string>((resolve, reject) => {
+          this.waiting = { resolve, reject };
+          timer = setTimeout(() => {
+            this.waiting = undefined;
+            this.dead = true;
+            this.child.kill("SIGKILL");
+            reject(new WeftError("WEFT_TIMEOUT", `map-server did not answer a batch of ${batch.length} bytes in ${timeoutMs} ms`, "map-server"));
+          }, timeoutMs);
+          this.child.stdin?.write(batch);
+        });
+      } finally {
+        clearTimeout(timer);
+        if (!this.dead) this.idle();
+      }
+    };
+    const p = this.tail.then(run, run);
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  close(): Promise<void> {
+    if (this.dead) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.busy(); // keep the process alive until the server has gone
+      this.child.once("close", () => resolve());
+      this.child.stdin?.end(); // the server exits at the end of its input
+      setTimeout(() => this.child.kill("SIGKILL"), 2_000).unref();
+    });
+  }
+}
+
+let server: MapServer | undefined;
+const counters = { batches: 0, records: 0, calls: 0 };
+
+async function sendBatch(records: readonly WireRecord[], timeoutMs: number): Promise<BatchAnswer> {
+  const batch = encodeMapBatch(records);
+  if (!server || server.dead) server = new MapServer();
+  const line = await server.request(batch, timeoutMs);
+  let answer: BatchAnswer & { error?: string };
+  try {
+    answer = JSON.parse(line) as BatchAnswer & { error?: string };
+  } catch {
+    throw new WeftError("WEFT_BPF", `unreadable answer from map-server: ${line.slice(0, 200)}`, "map-server");
+  }
+  if (answer.error !== undefined) throw new WeftError("WEFT_BPF", answer.error);
+  counters.batches++;
+  counters.records += records.length;
+  counters.calls += answer.calls;
+  return answer;
+}
+
+/**
+ * Applies updates and deletes (to one or more pinned maps) in the given order, through the
+ * long-lived map server. Consecutive ops of the same kind on the same map become one batch call
+ * where the map type supports it, which keeps the order's effect on every key (docs/bpf-loading.md).
+ * A malformed op (sizes) is refused before anything is written; a kernel failure stops at that op.
+ * Errors name the op by its index in `ops` ("record N"), its kind and its map.
+ */
 export async function writeMaps(ops: MapWrite[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<MapWriteResult> {
   if (ops.length === 0) return { updated: 0, deleted: 0, absent: 0 };
-  const lines = ops.map((o) => (o.op === "update" ? `u ${o.map} ${o.key.toString("hex")} ${o.value.toString("hex")}` : `d ${o.map} ${o.key.toString("hex")}`));
-  return call<MapWriteResult>(["map-write"], timeoutMs, `${lines.join("\n")}\n`);
+  const a = await sendBatch(ops, timeoutMs);
+  return { updated: a.updated, deleted: a.deleted, absent: a.absent };
+}
+
+/** Stores the map pinned at `innerPin` under `key` of a pinned map-in-map (array/hash of maps). */
+export async function setInnerMap(outerPin: string, key: Buffer, innerPin: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
+  await sendBatch([{ op: "inner", map: outerPin, key, value: Buffer.from(innerPin) }], timeoutMs);
+}
+
+/** Cumulative counts of this process's map-server traffic: batches, records, and bpf() write calls. */
+export function mapWriteStats(): { batches: number; records: number; calls: number } {
+  return { ...counters };
+}
+
+/** Stops this process's map server (it also exits on its own when the process dies). */
+export async function closeMapServer(): Promise<void> {
+  const s = server;
+  server = undefined;
+  await s?.close();
+}
+
+export type MapType = "hash" | "array" | "percpu_hash" | "percpu_array" | "lru_hash" | "lru_percpu_hash" | "lpm_trie" | "array_of_maps" | "hash_of_maps";
+
+export interface MapSpec {
+  type: MapType;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** BPF_F_* map flags, e.g. 1 = BPF_F_NO_PREALLOC (required for LPM tries). */
+  flags?: number;
+  /** The kernel's name for it (at most 15 characters). */
+  name?: string;
+  /** For array_of_maps/hash_of_maps: a pinned map of the inner maps' shape. */
+  innerPin?: string;
+}
+
+export interface CreatedMap {
+  pin: string;
+  id: number;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  name: string;
+  /** False when a map of the same shape was already pinned there (kept with its entries). */
+  created: boolean;
+}
+
+/**
+ * Creates a map and pins it at `pin`. Idempotent: a map of the same shape already pinned there is
+ * kept with its entries; one of another shape is refused (WEFT_BPF naming both shapes).
+ */
+export function createMap(pin: string, spec: MapSpec): Promise<CreatedMap> {
+  const args = ["map-create", pin, spec.type, String(spec.keySize), String(spec.valueSize), String(spec.maxEntries)];
+  if (spec.flags) args.push("--flags", String(spec.flags));
+  if (spec.name) args.push("--name", spec.name);
+  if (spec.innerPin) args.push("--inner", spec.innerPin);
+  return call<CreatedMap>(args);
 }
 
 // ---- ring buffer --------------------------------------------------------------------------------

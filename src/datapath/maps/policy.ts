@@ -1,19 +1,13 @@
 // Mirror of the policy maps (bpf/lib/policy.h): the key and value of src/policy/key.ts, byte for
 // byte, and the per-subject LPM tries held by the outer hash-of-maps weft_policy (key: subject
-// identity). Subject maps are created, pinned and plugged into the outer map with bpftool: the
-// loader helper has no command to create a map or to store a map fd as a value (see
-// docs/datapath-policy.md); their entries are then written with writeMaps like any pinned map.
+// identity). Subject maps are created and pinned with the helper's map-create and plugged into the
+// outer map with a map-in-map update (loader.ts createMap/setInnerMap); their entries are then
+// written with writeMaps like any pinned map.
 
-import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
 import { unlink } from "node:fs/promises";
-import { promisify } from "node:util";
-import { WeftError } from "../../core/errors.ts";
 import { DIRECTION_CODE, FLAG, type PolicyEntry, type PolicyKey, type PolicyValue } from "../../policy/key.ts";
-import { type MapWrite, pins } from "../loader.ts";
+import { createMap, type MapWrite, pins, setInnerMap, writeMaps } from "../loader.ts";
 import { defineStruct } from "./struct.ts";
-
-const run = promisify(execFile);
 
 export const POLICY_OUTER_MAP = "weft_policy";
 /** Must equal POLICY_INNER_MAX in bpf/lib/policy.h: the kernel only accepts inner maps shaped as the template. */
@@ -49,62 +43,35 @@ export function subjectMapPin(root: string, subject: number): string {
   return pins.map(root, `${POLICY_OUTER_MAP}_${subject >>> 0}`);
 }
 
-function subjectKeyHex(subject: number): string[] {
+function subjectKey(subject: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(subject >>> 0);
-  return [...b].map((x) => x.toString(16).padStart(2, "0"));
-}
-
-async function bpftool(args: string[], where: string): Promise<void> {
-  try {
-    await run("bpftool", args);
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new WeftError("WEFT_BPF", `bpftool ${args.join(" ")}: ${(e.stderr ?? e.message).trim()}`, where);
-  }
+  return b;
 }
 
 /**
  * Makes sure the subject's policy map exists (pinned) and is the one weft_policy holds for it.
- * Idempotent: an existing pin is reused with its entries (agent restart), and re-plugged.
+ * Idempotent: an existing pin is reused with its entries (agent restart), and re-plugged; a pin
+ * of another shape is refused (WEFT_BPF).
  */
 export async function ensureSubjectMap(root: string, subject: number): Promise<string> {
   const pin = subjectMapPin(root, subject);
-  if (!existsSync(pin)) {
-    const name = `weft_pol_${subject >>> 0}`.slice(0, 15);
-    await bpftool(
-      [
-        "map",
-        "create",
-        pin,
-        "type",
-        "lpm_trie",
-        "key",
-        "12",
-        "value",
-        "8",
-        "entries",
-        String(POLICY_INNER_MAX),
-        "name",
-        name,
-        "flags",
-        String(BPF_F_NO_PREALLOC),
-      ],
-      pin,
-    );
-  }
-  await bpftool(["map", "update", "pinned", pins.map(root, POLICY_OUTER_MAP), "key", "hex", ...subjectKeyHex(subject), "value", "pinned", pin], pin);
+  await createMap(pin, {
+    type: "lpm_trie",
+    keySize: policyKey.size,
+    valueSize: policyValue.size,
+    maxEntries: POLICY_INNER_MAX,
+    flags: BPF_F_NO_PREALLOC,
+    name: `weft_pol_${subject >>> 0}`.slice(0, 15),
+  });
+  await setInnerMap(pins.map(root, POLICY_OUTER_MAP), subjectKey(subject), pin);
   return pin;
 }
 
 /** Unplugs and unpins a subject's map; traffic of that identity then sees no entries (misses). */
 export async function removeSubjectMap(root: string, subject: number): Promise<void> {
   const pin = subjectMapPin(root, subject);
-  try {
-    await run("bpftool", ["map", "delete", "pinned", pins.map(root, POLICY_OUTER_MAP), "key", "hex", ...subjectKeyHex(subject)]);
-  } catch {
-    // absent already
-  }
+  await writeMaps([{ op: "delete", map: pins.map(root, POLICY_OUTER_MAP), key: subjectKey(subject) }]).catch(() => undefined); // outer map gone: nothing to unplug
   await unlink(pin).catch(() => undefined);
 }
 

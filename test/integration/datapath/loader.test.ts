@@ -16,6 +16,7 @@ import {
   type LoadedObject,
   linkInfo,
   loadObject,
+  type MapWrite,
   objectPath,
   openRingBuffer,
   pins,
@@ -310,9 +311,274 @@ describe("map writes in batches", () => {
       const after = await dumpMap(map);
       const entries = after.entries.map((e) => [e.key.readUInt16LE(0), e.value.readUInt8(0)]);
       assert.deepEqual(entries, [[1, 9]]);
-      await assert.rejects(writeMaps([{ op: "update", map, key: Buffer.alloc(1), value: value(1) }]), /WEFT_BPF.*line 1: .*key has 1 bytes, the map.s keys have 4/);
+      await assert.rejects(
+        writeMaps([{ op: "update", map, key: Buffer.alloc(1), value: value(1) }]),
+        /WEFT_BPF: record 0: update .*probe_udp: key has 1 bytes, the map.s keys have 4/,
+      );
     } finally {
       await sb.dispose();
+    }
+  });
+});
+
+// The map server (binary batches, bpf_map_*_batch) and map creation, on maps this suite creates.
+describe("map server: batched writes, map-create, map-in-map", { timeout: 120_000 }, () => {
+  let sb: Sandbox;
+  let loader: typeof import("../../../src/datapath/loader.ts");
+  const u32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(n >>> 0);
+    return b;
+  };
+  const u64 = (n: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(n));
+    return b;
+  };
+  const contents = async (pin: string) => new Map((await loader.dumpMap(pin)).entries.map((e) => [e.key.toString("hex"), e.value.toString("hex")]));
+  const hashMap = async (name: string, maxEntries = 65536) =>
+    (await loader.createMap(loader.pins.map(sb.pinRoot, name), { type: "hash", keySize: 4, valueSize: 8, maxEntries, flags: 1, name })).pin;
+
+  before(async () => {
+    loader = await import("../../../src/datapath/loader.ts");
+    await removeStale("mapserver");
+    sb = await createSandbox("mapserver");
+  });
+
+  after(async () => {
+    delete process.env.WEFT_BPF_NO_BATCH;
+    await loader?.closeMapServer();
+    if (sb) await sb.dispose();
+  });
+
+  it("writes 50k entries in a few bpf() calls, then deletes them all, counting absent keys", async () => {
+    const map = await hashMap("many");
+    const N = 50_000;
+    const ups: MapWrite[] = Array.from({ length: N }, (_, i) => ({ op: "update", map, key: u32(i + 1), value: u64(i * 3) }));
+    const s0 = loader.mapWriteStats();
+    let t = performance.now();
+    assert.deepEqual(await loader.writeMaps(ups), { updated: N, deleted: 0, absent: 0 });
+    const upMs = performance.now() - t;
+    const calls = loader.mapWriteStats().calls - s0.calls;
+    assert.ok(calls <= 2, `one batch call expected, got ${calls}`);
+    const dump = await contents(map);
+    assert.equal(dump.size, N);
+    assert.equal(dump.get(u32(777).toString("hex")), u64(776 * 3).toString("hex"));
+    assert.equal(dump.get(u32(N).toString("hex")), u64((N - 1) * 3).toString("hex"));
+    const dels: MapWrite[] = [
+      ...ups.map((o) => ({ op: "delete" as const, map, key: o.key })),
+      ...[0, N + 1, N + 2].map((k) => ({ op: "delete" as const, map, key: u32(k) })),
+    ];
+    t = performance.now();
+    assert.deepEqual(await loader.writeMaps(dels), { updated: 0, deleted: N, absent: 3 });
+    const delMs = performance.now() - t;
+    assert.equal((await contents(map)).size, 0);
+    console.log(`map server: ${N} updates in ${upMs.toFixed(1)} ms (${calls} bpf calls), ${N + 3} deletes in ${delMs.toFixed(1)} ms`);
+    assert.ok(upMs < 10_000 && delMs < 10_000);
+  });
+
+  it("keeps the given order per key across interleaved maps and runs of updates and deletes", async () => {
+    const a = await hashMap("order_a");
+    const b = await hashMap("order_b");
+    const ops: MapWrite[] = [
+      { op: "update", map: a, key: u32(1), value: u64(1) },
+      { op: "update", map: a, key: u32(1), value: u64(2) }, // same key twice in one run: the last wins
+      { op: "update", map: a, key: u32(2), value: u64(20) },
+      { op: "update", map: b, key: u32(1), value: u64(100) },
+      { op: "delete", map: a, key: u32(1) },
+      { op: "delete", map: a, key: u32(9) }, // absent
+      { op: "update", map: a, key: u32(1), value: u64(3) }, // back after its delete
+      { op: "delete", map: b, key: u32(1) },
+      { op: "update", map: b, key: u32(1), value: u64(101) },
+      { op: "delete", map: a, key: u32(2) },
+      { op: "update", map: a, key: u32(2), value: u64(21) },
+      { op: "update", map: a, key: u32(3), value: u64(30) },
+      { op: "delete", map: a, key: u32(3) },
+    ];
+    assert.deepEqual(await loader.writeMaps(ops), { updated: 8, deleted: 4, absent: 1 });
+    assert.deepEqual(
+      await contents(a),
+      new Map([
+        [u32(1).toString("hex"), u64(3).toString("hex")],
+        [u32(2).toString("hex"), u64(21).toString("hex")],
+      ]),
+    );
+    assert.deepEqual(await contents(b), new Map([[u32(1).toString("hex"), u64(101).toString("hex")]]));
+  });
+
+  it("refuses wrong sizes naming the record and the map, before writing anything; the server keeps serving", async () => {
+    const map = await hashMap("sizes");
+    const good: MapWrite = { op: "update", map, key: u32(1), value: u64(1) };
+    await assert.rejects(
+      loader.writeMaps([good, good, { op: "update", map, key: u32(2), value: Buffer.alloc(4) }]),
+      /WEFT_BPF: record 2: update .*maps\/sizes: value has 4 bytes, the map.s values have 8/,
+    );
+    await assert.rejects(
+      loader.writeMaps([good, { op: "delete", map, key: Buffer.alloc(3) }]),
+      /WEFT_BPF: record 1: delete .*maps\/sizes: key has 3 bytes, the map.s keys have 4/,
+    );
+    assert.equal((await contents(map)).size, 0, "a refused batch writes nothing");
+    await assert.rejects(
+      loader.writeMaps([good, { op: "update", map: `${map}-missing`, key: u32(1), value: u64(1) }]),
+      /WEFT_BPF: open pinned map .*sizes-missing/,
+    );
+    assert.deepEqual(await loader.writeMaps([good]), { updated: 1, deleted: 0, absent: 0 });
+    assert.equal((await contents(map)).size, 1);
+  });
+
+  it("stops at a kernel failure inside a batch, naming it; earlier records stay (array: no delete batch, per-record fallback)", async () => {
+    const arr = (await loader.createMap(loader.pins.map(sb.pinRoot, "arr"), { type: "array", keySize: 4, valueSize: 8, maxEntries: 4 })).pin;
+    const ops: MapWrite[] = [
+      { op: "update", map: arr, key: u32(0), value: u64(5) },
+      { op: "update", map: arr, key: u32(1), value: u64(6) },
+      { op: "delete", map: arr, key: u32(2) },
+      { op: "delete", map: arr, key: u32(3) },
+    ];
+    await assert.rejects(loader.writeMaps(ops), /WEFT_BPF: record 2: delete .*maps\/arr: Invalid argument/);
+    const dump = await contents(arr);
+    assert.equal(dump.get(u32(0).toString("hex")), u64(5).toString("hex"));
+    assert.equal(dump.get(u32(1).toString("hex")), u64(6).toString("hex"));
+    await assert.rejects(
+      loader.writeMaps([
+        { op: "update", map: arr, key: u32(1), value: u64(7) },
+        { op: "update", map: arr, key: u32(9), value: u64(8) },
+      ]),
+      /WEFT_BPF: record 1: update .*maps\/arr.*: Argument list too long/,
+    );
+    assert.equal((await contents(arr)).get(u32(1).toString("hex")), u64(7).toString("hex"));
+  });
+
+  it("writes an LPM trie the same with batch calls and with the per-record fallback", async () => {
+    const lpmKey = (len: number, addr: number) => {
+      const k = Buffer.alloc(8);
+      k.writeUInt32LE(len, 0);
+      k.writeUInt32BE(addr >>> 0, 4);
+      return k;
+    };
+    const N = 2_000;
+    const results: Map<string, string>[] = [];
+    const calls: number[] = [];
+    for (const noBatch of [false, true]) {
+      if (noBatch) process.env.WEFT_BPF_NO_BATCH = "1";
+      else delete process.env.WEFT_BPF_NO_BATCH;
+      await loader.closeMapServer(); // the next write starts a server with this environment
+      const lpm = (
+        await loader.createMap(loader.pins.map(sb.pinRoot, `lpm_${noBatch ? "single" : "batch"}`), {
+          type: "lpm_trie",
+          keySize: 8,
+          valueSize: 4,
+          maxEntries: N * 2,
+          flags: 1,
+        })
+      ).pin;
+      const ops: MapWrite[] = [];
+      for (let i = 0; i < N; i++) ops.push({ op: "update", map: lpm, key: lpmKey(32, 0x0a000000 + i), value: u32(i) });
+      ops.push({ op: "update", map: lpm, key: lpmKey(8, 0x0a000000), value: u32(9999) });
+      for (let i = 0; i < N; i += 2) ops.push({ op: "delete", map: lpm, key: lpmKey(32, 0x0a000000 + i) });
+      ops.push({ op: "delete", map: lpm, key: lpmKey(16, 0x0b000000) }); // absent
+      const s0 = loader.mapWriteStats();
+      assert.deepEqual(await loader.writeMaps(ops), { updated: N + 1, deleted: N / 2, absent: 1 });
+      calls.push(loader.mapWriteStats().calls - s0.calls);
+      results.push(await contents(lpm));
+    }
+    delete process.env.WEFT_BPF_NO_BATCH;
+    await loader.closeMapServer();
+    assert.equal(results[0]?.size, N / 2 + 1);
+    assert.deepEqual(results[0], results[1]);
+    assert.equal(results[0]?.get(lpmKey(8, 0x0a000000).toString("hex")), u32(9999).toString("hex"));
+    assert.equal(calls[1], N + 1 + N / 2 + 1, "fallback: one call per record");
+    console.log(
+      `LPM trie, ${N * 1.5 + 2} records: ${calls[0]} bpf calls batched (${calls[0] === calls[1] ? "no batch support: fell back" : "kernel batches LPM tries"}), ${calls[1]} one by one`,
+    );
+  });
+
+  it("map-create is idempotent, keeps entries, and refuses a pin of another shape", async () => {
+    const pin = loader.pins.map(sb.pinRoot, "created");
+    const spec = { type: "hash", keySize: 4, valueSize: 8, maxEntries: 128, flags: 1, name: "weft_created" } as const;
+    const first = await loader.createMap(pin, spec);
+    assert.equal(first.created, true);
+    assert.deepEqual([first.type, first.keySize, first.valueSize, first.maxEntries, first.flags, first.name], [1, 4, 8, 128, 1, "weft_created"]);
+    await loader.writeMaps([{ op: "update", map: pin, key: u32(5), value: u64(55) }]);
+    const again = await loader.createMap(pin, spec);
+    assert.equal(again.created, false);
+    assert.equal(again.id, first.id);
+    assert.equal((await contents(pin)).get(u32(5).toString("hex")), u64(55).toString("hex"));
+    await assert.rejects(loader.createMap(pin, { ...spec, valueSize: 16 }), /WEFT_BPF: .*created is pinned with another shape: .*value 8 .*wanted .*value 16/);
+    await assert.rejects(loader.createMap(loader.pins.map(sb.pinRoot, "bad"), { ...spec, type: "hash_of_maps" }), /needs --inner/);
+    await assert.rejects(loader.createMap(loader.pins.map(sb.pinRoot, "bad2"), { ...spec, name: "a_name_far_too_long" }), /longer than 15/);
+    assert.equal(existsSync(loader.pins.map(sb.pinRoot, "bad")), false);
+  });
+
+  it("plugs inner maps into a hash-of-maps (loader and CLI), swaps and unplugs them", async () => {
+    const inner = (n: string) => loader.createMap(loader.pins.map(sb.pinRoot, n), { type: "lpm_trie", keySize: 8, valueSize: 4, maxEntries: 64, flags: 1 });
+    const template = await inner("tmpl");
+    const outer = await loader.createMap(loader.pins.map(sb.pinRoot, "outer"), {
+      type: "hash_of_maps",
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 16,
+      innerPin: template.pin,
+    });
+    assert.equal(outer.type, 13);
+    const one = await inner("inner_1");
+    const two = await inner("inner_2");
+    await loader.setInnerMap(outer.pin, u32(7), one.pin);
+    const dump = await contents(outer.pin); // user space reads a map-in-map value as the inner map's id
+    assert.deepEqual(dump, new Map([[u32(7).toString("hex"), u32(one.id).toString("hex")]]));
+    await loader.setInnerMap(outer.pin, u32(7), two.pin);
+    assert.equal((await contents(outer.pin)).get(u32(7).toString("hex")), u32(two.id).toString("hex"));
+    const { stdout } = await run(loader.helperPath(), ["map-set-inner", outer.pin, u32(8).toString("hex"), one.pin]);
+    assert.equal(JSON.parse(stdout).innerId, one.id);
+    assert.equal((await contents(outer.pin)).get(u32(8).toString("hex")), u32(one.id).toString("hex"));
+    // The kernel compares type, key and value sizes and flags with the template (not max_entries).
+    const wrongShape = await loader.createMap(loader.pins.map(sb.pinRoot, "inner_big"), {
+      type: "lpm_trie",
+      keySize: 8,
+      valueSize: 8,
+      maxEntries: 64,
+      flags: 1,
+    });
+    await assert.rejects(
+      loader.setInnerMap(outer.pin, u32(9), wrongShape.pin),
+      /WEFT_BPF: record 0: update \(inner map\) .*outer with .*inner_big: Invalid argument/,
+    );
+    await assert.rejects(
+      loader.writeMaps([{ op: "update", map: outer.pin, key: u32(9), value: u32(1) }]),
+      /record 0: update .*outer: a map-in-map takes inner map pins/,
+    );
+    assert.deepEqual(
+      await loader.writeMaps([
+        { op: "delete", map: outer.pin, key: u32(7) },
+        { op: "delete", map: outer.pin, key: u32(7) },
+      ]),
+      { updated: 0, deleted: 1, absent: 1 },
+    );
+    assert.deepEqual([...(await contents(outer.pin)).keys()], [u32(8).toString("hex")]);
+  });
+
+  it("policy subject maps: created and plugged without bpftool, reused with entries, removed", async () => {
+    const { ensureSubjectMap, removeSubjectMap, subjectMapPin, POLICY_INNER_MAX } = await import("../../../src/datapath/maps/policy.ts");
+    const root = `${sb.pinRoot}-policy`;
+    await loader.loadObject(loader.objectPath("lxc"), root);
+    try {
+      const outer = loader.pins.map(root, "weft_policy");
+      const pin = await ensureSubjectMap(root, 4242);
+      assert.equal(pin, subjectMapPin(root, 4242));
+      const created = await loader.createMap(pin, { type: "lpm_trie", keySize: 12, valueSize: 8, maxEntries: POLICY_INNER_MAX, flags: 1 });
+      assert.equal(created.created, false);
+      assert.equal((await contents(outer)).get(u32(4242).toString("hex")), u32(created.id).toString("hex"));
+      const key = Buffer.alloc(12);
+      key.writeUInt32LE(64, 0);
+      await loader.writeMaps([{ op: "update", map: pin, key, value: Buffer.alloc(8, 1) }]);
+      await ensureSubjectMap(root, 4242); // restart: same map, entries kept, plugged again
+      assert.equal((await contents(pin)).size, 1);
+      assert.equal((await contents(outer)).get(u32(4242).toString("hex")), u32(created.id).toString("hex"));
+      await removeSubjectMap(root, 4242);
+      assert.equal(existsSync(pin), false);
+      assert.equal((await contents(outer)).size, 0);
+      await removeSubjectMap(root, 4242); // twice: nothing left to do
+    } finally {
+      await loader.removePins(root);
     }
   });
 });
