@@ -15,11 +15,13 @@ import { decodeEvent, monotonicToDate } from "../datapath/events.ts";
 import { requireKernelFeatures } from "../datapath/features.ts";
 import { openRingBuffer, pins } from "../datapath/loader.ts";
 import { EVENTS_LOST_MAP, EVENTS_MAP } from "../datapath/maps/events.ts";
-import { type Endpoint, flowFromEvent, type Verdict } from "../observe/flow.ts";
+import { type Endpoint, type Flow, flowFromEvent, type Verdict } from "../observe/flow.ts";
 import { FlowRing } from "../observe/flow-ring.ts";
 import { compilePolicies, type SubjectPolicy, selectorCidrs } from "../policy/compile.ts";
 import { allocateIdentities, type Identity, LOCAL_IDENTITY_SCOPE } from "../policy/identity.ts";
 import { formatLabel } from "../policy/selectors.ts";
+import { l7Policies, TYPE, type XdsResource } from "../xds/resources.ts";
+import { XdsServer } from "../xds/server.ts";
 import { type LocalEndpoint, NodeDatapath } from "./datapath.ts";
 import { type ClusterView, desiredIpcache, podIdentity, readView } from "./view.ts";
 
@@ -28,6 +30,22 @@ const FLOW_RING_SIZE = 65536;
 
 export function agentSocket(stateDir: string, node: string): string {
   return join(runDir(stateDir, node), "agent.sock");
+}
+
+/** Where the node's proxy (or any xDS client, a real Envoy included) gets its configuration. */
+export function xdsSocket(stateDir: string, node: string): string {
+  return join(runDir(stateDir, node), "xds.sock");
+}
+
+/** The Weft L7 policy resources of the identities that have endpoints on this node. Pure. */
+export function l7Resources(subjects: ReadonlyMap<number, SubjectPolicy>, local: ReadonlySet<number>): XdsResource[] {
+  const out: XdsResource[] = [];
+  for (const id of local) {
+    const s = subjects.get(id);
+    if (!s) continue;
+    for (const p of [...l7Policies(id, "ingress", s.ingress.l7), ...l7Policies(id, "egress", s.egress.l7)]) out.push({ typeUrl: TYPE.l7policy, message: p });
+  }
+  return out;
 }
 
 export interface EndpointStatus {
@@ -92,6 +110,7 @@ class Agent {
   async start(): Promise<void> {
     await requireKernelFeatures();
     await this.dp.start();
+    this.xds = await XdsServer.start({ socketPath: xdsSocket(this.cfg.stateDir, this.node.name), log: this.log.child({ component: "xds" }) });
     await this.startEvents();
     this.health.healthy = true;
   }
@@ -126,6 +145,7 @@ class Agent {
     await this.dp.syncIpcache(desiredIpcache(view, this.cfg, this.node, cidrIdentities));
     await this.dp.syncPolicy(subjects, new Set(localEps.map((e) => e.identity)));
     await this.dp.syncEndpoints(localEps, subjects);
+    this.xds?.setSnapshot(this.node.name, l7Resources(subjects, new Set(localEps.map((e) => e.identity))));
     const services = await this.dp.syncServices(view.services as never, view.slices);
     this.health.serviceProblems = services.problems.map((p) => `${p.code}: ${p.service}${p.port ? ` port ${p.port}` : ""}: ${p.reason}`);
     for (const p of this.health.serviceProblems) if (!this.lastProblems.has(p)) this.log.warn("service refused", { problem: p });
@@ -138,6 +158,12 @@ class Agent {
     this.lastFingerprint = fingerprint;
   }
   private lastProblems = new Set<string>();
+  private xds?: XdsServer;
+
+  /** Flows the node's proxy reports (L7). */
+  pushFlows(flows: Flow[]): void {
+    for (const f of flows) this.ring.push(f);
+  }
 
   /** After a failed write, what is pinned is the truth: re-read it on the next pass. */
   resetAfterFailure(): void {
@@ -216,6 +242,30 @@ export async function runAgent(cluster: string, nodeName: string): Promise<void>
     };
     if (url.pathname === "/healthz") return send(agent.health.healthy ? 200 : 503, agent.health);
     if (url.pathname === "/v1/endpoints") return send(200, agent.endpoints);
+    if (url.pathname === "/v1/flows" && req.method === "POST") {
+      // The proxy's flows: JSON lines. A bad line is counted and skipped, never fatal.
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (c: string) => {
+        body += c;
+        if (body.length > 16 * 1024 * 1024) req.destroy();
+      });
+      req.on("end", () => {
+        const flows: Flow[] = [];
+        let bad = 0;
+        for (const line of body.split("\n")) {
+          if (!line.trim()) continue;
+          try {
+            flows.push(JSON.parse(line) as Flow);
+          } catch {
+            bad++;
+          }
+        }
+        agent.pushFlows(flows);
+        send(bad ? 400 : 200, { accepted: flows.length, rejected: bad });
+      });
+      return;
+    }
     if (url.pathname === "/v1/flows") {
       const last = url.searchParams.get("last");
       const verdict = url.searchParams.getAll("verdict") as Verdict[];
