@@ -5,6 +5,10 @@
 //   lxc_to_endpoint   (tcx egress on lxc*):  the pod's ingress policy, by the source's identity;
 //   vxlan_from_overlay (tcx ingress on vx0): the source identity from the tunnel key → skb->mark;
 //   vxlan_to_overlay  (tcx egress on vx0, external mode): the source identity into the tunnel key.
+// With the node proxy configured (lib/proxy.h, docs/redirect.md): a connection the socket hook sent
+// to the proxy is decided toward its real backend; the proxy's upstream connections carry their
+// client's identity (weft_proxy_ports), never the host's, and unregistered ones are dropped; L7-
+// policed connections arriving through vx0 are handed to the proxy's listener (bpf_sk_assign).
 // Thin: parsing here, decisions in lib/{policy,conntrack,ipcache}.h, records in lib/events.h.
 
 #include "common.h"
@@ -13,6 +17,7 @@
 #include "policy.h"
 #include "conntrack.h"
 #include "events.h"
+#include "proxy.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -133,8 +138,15 @@ static __always_inline int drop_event(struct __sk_buff *skb, const struct pkt *p
 
 // The policy point shared by both directions. `local` is the pod's endpoint, `remote` the peer's
 // identity; direction is the pod's policy direction.
+// How a new flow reached its policy point (enforce's `how`).
+#define VIA_PLAIN 0       // an ordinary packet
+#define VIA_SOCK_REDIRECT 1 // egress: the socket hook sent it to the proxy; decided toward its backend
+#define VIA_PROXY 2       // ingress: an upstream connection of the proxy, remote = its client's identity
+#define VIA_PROXY_UNKNOWN 3 // ingress: from the proxy's cgroup, port not registered: never attributed
+
 static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const struct endpoint_value *ep,
-				   __u32 remote, __u8 direction, __u8 ev_flags)
+				   __u32 remote, __u8 direction, __u8 ev_flags, __u8 how,
+				   const struct proxy4_origin *via)
 {
 	bool ingress = direction == POLICY_DIR_INGRESS;
 	__u32 src_id = ingress ? remote : ep->identity;
@@ -163,28 +175,52 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const s
 		return TC_ACT_OK;
 	}
 
-	if (!ingress && weft_egress_l4_in_sock && (p->tuple.proto == IPPROTO_TCP || p->tuple.proto == IPPROTO_UDP)) {
+	if (how == VIA_PROXY_UNKNOWN)
+		// The proxy opened a connection it did not register: whose traffic it is cannot be
+		// known, and it is never the host's. Fail closed.
+		return drop_event(skb, p, DROP_INVALID_IDENTITY, direction, obs, 0, dst_id);
+	if (how == VIA_SOCK_REDIRECT && via) {
+		// The pod's connect() went to the proxy: its egress policy is decided toward the backend the
+		// socket hook chose (the packet's destination is the proxy), and reported so.
+		policy_decide(&pv, ep->identity, via->dst_identity, direction, IPPROTO_TCP, bpf_ntohs(via->backend_port),
+			      ep->flags & EP_F_ENFORCE_EGRESS, ep->flags & EP_F_AUDIT_EGRESS);
+		dst_id = via->dst_identity;
+		fill_event(&ev, skb, p, EVENT_POLICY_VERDICT, direction, obs);
+		ev.daddr = via->backend_address;
+		ev.dport = via->backend_port;
+		ev.proxy_port = bpf_ntohs(p->tuple.dport);
+		ev.flags = ev_flags | EV_F_REDIRECT;
+	} else if (!ingress && weft_egress_l4_in_sock && (p->tuple.proto == IPPROTO_TCP || p->tuple.proto == IPPROTO_UDP)) {
 		__builtin_memset(&pv, 0, sizeof(pv)); // decided by the socket hook at connect/sendmsg
+		goto track;
 	} else {
 		__u8 enforce_f = ingress ? EP_F_ENFORCE_INGRESS : EP_F_ENFORCE_EGRESS;
 		__u8 audit_f = ingress ? EP_F_AUDIT_INGRESS : EP_F_AUDIT_EGRESS;
 
 		policy_decide(&pv, ep->identity, remote, direction, p->tuple.proto, p->policy_port,
 			      ep->flags & enforce_f, ep->flags & audit_f);
+		// Fail closed on L7: with the proxy on, a new flow whose allowing entry asks for the proxy
+		// reaches the pod only from the proxy (the host's own traffic excepted: allow-localhost).
+		if (ingress && pv.verdict == VERDICT_FORWARDED && pv.redirect && how != VIA_PROXY &&
+		    remote != IDENTITY_HOST && proxy_config_enabled()) {
+			pv.verdict = VERDICT_DROPPED;
+			pv.reason = DROP_POLICY;
+		}
 		fill_event(&ev, skb, p, EVENT_POLICY_VERDICT, direction, obs);
-		ev.verdict = pv.verdict;
-		ev.drop_reason = pv.reason;
-		ev.match = pv.match;
-		ev.src_identity = src_id;
-		ev.dst_identity = dst_id;
-		ev.cookie = pv.cookie;
-		ev.endpoint_id = ep->endpoint_id;
 		ev.proxy_port = pv.proxy_port;
 		ev.flags = ev_flags | (pv.redirect ? EV_F_REDIRECT : 0);
-		events_emit(&ev);
-		if (pv.verdict == VERDICT_DROPPED)
-			return TC_ACT_SHOT;
 	}
+	ev.verdict = pv.verdict;
+	ev.drop_reason = pv.reason;
+	ev.match = pv.match;
+	ev.src_identity = src_id;
+	ev.dst_identity = dst_id;
+	ev.cookie = pv.cookie;
+	ev.endpoint_id = ep->endpoint_id;
+	events_emit(&ev);
+	if (pv.verdict == VERDICT_DROPPED)
+		return TC_ACT_SHOT;
+track:
 	if (pv.verdict == VERDICT_AUDIT)
 		ct_flags |= CT_F_AUDITED;
 	if (pv.redirect)
@@ -193,9 +229,35 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const s
 	return TC_ACT_OK;
 }
 
+// The socket hook's record for a TCP packet from a pod to the proxy's listener, or NULL. Only a
+// record made for this very pod's socket counts (sock_ops wrote it under this 4-tuple).
+static __always_inline struct proxy4_origin *sock_redirect_of(const struct pkt *p, const struct endpoint_value *ep)
+{
+	struct proxy_config *cfg;
+	struct proxy4_origin *o;
+
+	if (p->tuple.proto != IPPROTO_TCP || !p->l4_ok)
+		return NULL;
+	cfg = proxy_config_enabled();
+	if (!cfg || p->tuple.daddr != cfg->address)
+		return NULL;
+	struct proxy4_key key = {
+		.saddr = p->tuple.saddr,
+		.daddr = p->tuple.daddr,
+		.sport = p->tuple.sport,
+		.dport = p->tuple.dport,
+		.proto = IPPROTO_TCP,
+	};
+	o = proxy_origin_lookup(&key);
+	if (!o || !(o->flags & PROXY_ORIGIN_SOCK) || o->src_identity != ep->identity)
+		return NULL;
+	return o;
+}
+
 SEC("tc")
 int lxc_from_endpoint(struct __sk_buff *skb)
 {
+	struct proxy4_origin *via;
 	struct endpoint_value *ep;
 	struct pkt p;
 	int err = parse(skb, &p);
@@ -208,15 +270,18 @@ int lxc_from_endpoint(struct __sk_buff *skb)
 	// Anti-spoofing: the source must be a known pod, sending from its own veth.
 	if (!ep || (ep->ifindex && ep->ifindex != skb->ingress_ifindex))
 		return drop_event(skb, &p, DROP_INVALID_SIP, POLICY_DIR_EGRESS, OBS_FROM_ENDPOINT, 0, 0);
-	return enforce(skb, &p, ep, ipcache_identity(p.tuple.daddr), POLICY_DIR_EGRESS, 0);
+	via = sock_redirect_of(&p, ep);
+	return enforce(skb, &p, ep, ipcache_identity(p.tuple.daddr), POLICY_DIR_EGRESS, 0,
+		       via ? VIA_SOCK_REDIRECT : VIA_PLAIN, via);
 }
 
 SEC("tc")
 int lxc_to_endpoint(struct __sk_buff *skb)
 {
 	struct endpoint_value *ep;
+	struct proxy_config *cfg;
 	__u32 remote, mark = skb->mark;
-	__u8 ev_flags = 0;
+	__u8 ev_flags = 0, how = VIA_PLAIN;
 	struct pkt p;
 	int err = parse(skb, &p);
 
@@ -237,40 +302,136 @@ int lxc_to_endpoint(struct __sk_buff *skb)
 	} else {
 		remote = ipcache_identity(p.tuple.saddr);
 	}
-	return enforce(skb, &p, ep, remote, POLICY_DIR_INGRESS, ev_flags);
+	cfg = proxy_config_enabled();
+	if (cfg && proxy_sent(skb, cfg)) {
+		// The proxy's upstream connection: its client's identity, as the proxy registered it.
+		struct proxy4_port *pp = proxy_port_lookup(p.tuple.saddr, p.tuple.sport, p.tuple.proto);
+
+		if (pp && pp->identity) {
+			remote = pp->identity;
+			ev_flags |= EV_F_FROM_PROXY;
+			how = VIA_PROXY;
+		} else {
+			how = VIA_PROXY_UNKNOWN;
+		}
+	}
+	return enforce(skb, &p, ep, remote, POLICY_DIR_INGRESS, ev_flags, how, NULL);
+}
+
+// A TCP packet arriving through vx0 for a pod of this node whose ingress entry asks for the proxy
+// (it met no Weft socket hook: the client is on another node, or is that node's proxy) goes to this
+// node's proxy instead of the pod, destination kept (bpf_sk_assign). The flow's first SYN decides
+// and files the record the proxy looks up; its later packets follow the record. Returns 0 when
+// the packet is not for the proxy, 1 when it is (the caller sets MARK_MAGIC_TO_PROXY), -1 when the
+// proxy should have it but has no socket there (dropped: fail closed).
+static __always_inline int overlay_to_proxy(struct __sk_buff *skb, __u32 tunnel_id, __u8 ev_flags)
+{
+	struct proxy_config *cfg = proxy_config_enabled();
+	struct endpoint_value *ep;
+	struct policy_verdict pv;
+	struct proxy4_origin *o;
+	struct weft_event ev;
+	struct pkt p;
+	__u32 remote;
+	__u16 port;
+
+	if (!cfg || parse(skb, &p) || p.tuple.proto != IPPROTO_TCP || !p.l4_ok)
+		return 0;
+	ep = endpoint_lookup(p.tuple.daddr);
+	if (!ep)
+		return 0;
+	struct proxy4_key key = {
+		.saddr = p.tuple.saddr,
+		.daddr = p.tuple.daddr,
+		.sport = p.tuple.sport,
+		.dport = p.tuple.dport,
+		.proto = IPPROTO_TCP,
+	};
+	if ((p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN) {
+		o = proxy_origin_lookup(&key);
+		if (!o || !(o->flags & PROXY_ORIGIN_TC))
+			return 0;
+		return 1; // routed locally, the stack finds the proxy's socket for this 4-tuple
+
+	}
+	remote = tunnel_id ? tunnel_id : ipcache_identity(p.tuple.saddr);
+	policy_decide(&pv, ep->identity, remote, POLICY_DIR_INGRESS, IPPROTO_TCP, p.policy_port,
+		      ep->flags & EP_F_ENFORCE_INGRESS, ep->flags & EP_F_AUDIT_INGRESS);
+	if (pv.verdict != VERDICT_FORWARDED || !pv.redirect) {
+		bpf_map_delete_elem(&weft_proxy_origin, &key); // no stale record may steer this new flow
+		return 0; // lxc_to_endpoint decides and reports, as for any flow
+	}
+	struct proxy4_origin rec = {
+		.orig_address = p.tuple.daddr,
+		.backend_address = p.tuple.daddr,
+		.orig_port = p.tuple.dport,
+		.backend_port = p.tuple.dport,
+		.src_identity = remote,
+		.dst_identity = ep->identity,
+		.ingress_cookie = pv.cookie,
+		.directions = PROXY_DIR_INGRESS,
+		.flags = PROXY_ORIGIN_TC,
+		.proto = IPPROTO_TCP,
+	};
+	bpf_map_update_elem(&weft_proxy_origin, &key, &rec, BPF_ANY);
+	port = pv.proxy_port ? pv.proxy_port : bpf_ntohs(cfg->port);
+	fill_event(&ev, skb, &p, EVENT_POLICY_VERDICT, POLICY_DIR_INGRESS, OBS_FROM_OVERLAY);
+	ev.match = pv.match;
+	ev.src_identity = remote;
+	ev.dst_identity = ep->identity;
+	ev.cookie = pv.cookie;
+	ev.endpoint_id = ep->endpoint_id;
+	ev.proxy_port = port;
+	ev.flags = ev_flags | EV_F_REDIRECT;
+	if (proxy_assign(skb, cfg, p.tuple.saddr, p.tuple.daddr, p.tuple.sport, p.tuple.dport, port) < 0) {
+		ev.verdict = VERDICT_DROPPED;
+		ev.drop_reason = DROP_POLICY; // L7 rules apply and the proxy has no listener: never bypass it
+		events_emit(&ev);
+		return -1;
+	}
+	ev.verdict = VERDICT_FORWARDED;
+	events_emit(&ev);
+	return 1;
 }
 
 // vx0 ingress. With vx0 in external (collect_metadata) mode every packet carries its tunnel key;
 // the VNI is the sender's security identity. Handed to lxc_to_endpoint in skb->mark (kept by
 // decapsulation and forwarding within the node netns; cleared by the veth when it crosses into
 // the pod). A device without tunnel metadata (fixed-VNI mode) leaves the mark alone: the
-// destination then falls back to the ipcache.
+// destination then falls back to the ipcache. L7-policed connections go to the proxy instead.
 SEC("tc")
 int vxlan_from_overlay(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
-	__u32 id;
+	__u32 id = 0;
+	int r;
 
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
-		return TC_ACT_OK;
-	id = key.tunnel_id & 0xFFFFFF;
-	if (!id)
-		return TC_ACT_OK;
-	// The sending node's own traffic is "host" there and "remote-node" here, as in Cilium.
-	if (id == IDENTITY_HOST)
-		id = IDENTITY_REMOTE_NODE;
-	skb->mark = ((id & 0xFFFF) << 16) | ((id >> 16) & 0xFF) | MARK_MAGIC_IDENTITY;
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0) {
+		id = key.tunnel_id & 0xFFFFFF;
+		// The sending node's own traffic is "host" there and "remote-node" here, as in Cilium.
+		if (id == IDENTITY_HOST)
+			id = IDENTITY_REMOTE_NODE;
+	}
+	r = overlay_to_proxy(skb, id, id ? EV_F_IDENTITY_FROM_TUNNEL : 0);
+	if (r < 0)
+		return TC_ACT_SHOT;
+	if (r > 0)
+		skb->mark = MARK_MAGIC_TO_PROXY;
+	else if (id)
+		skb->mark = ((id & 0xFFFF) << 16) | ((id >> 16) & 0xFF) | MARK_MAGIC_IDENTITY;
 	return TC_ACT_OK;
 }
 
 // vx0 egress, external mode: the destination's node from the ipcache, the source's identity
-// (its local endpoint, else the ipcache) as the VNI.
+// (its local endpoint, else the ipcache) as the VNI. The proxy's upstream connections carry the
+// identity it registered for their port; an unregistered one is dropped, never sent as the host.
 SEC("tc")
 int vxlan_to_overlay(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
 	struct ipcache_value *dst;
 	struct endpoint_value *ep;
+	struct proxy_config *cfg;
 	struct pkt p;
 
 	if (parse(skb, &p))
@@ -279,7 +440,18 @@ int vxlan_to_overlay(struct __sk_buff *skb)
 	if (!dst || !dst->tunnel_endpoint)
 		return TC_ACT_OK;
 	ep = endpoint_lookup(p.tuple.saddr);
-	key.tunnel_id = ep ? ep->identity : ipcache_identity(p.tuple.saddr);
+	cfg = ep ? NULL : proxy_config_enabled();
+	if (ep) {
+		key.tunnel_id = ep->identity;
+	} else if (cfg && proxy_sent(skb, cfg)) {
+		struct proxy4_port *pp = proxy_port_lookup(p.tuple.saddr, p.tuple.sport, p.tuple.proto);
+
+		if (!pp || !pp->identity)
+			return drop_event(skb, &p, DROP_INVALID_IDENTITY, POLICY_DIR_EGRESS, OBS_TO_OVERLAY, 0, 0);
+		key.tunnel_id = pp->identity;
+	} else {
+		key.tunnel_id = ipcache_identity(p.tuple.saddr);
+	}
 	key.remote_ipv4 = bpf_ntohl(dst->tunnel_endpoint);
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)

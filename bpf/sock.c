@@ -1,17 +1,24 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Socket hooks, attached to a node's pods cgroup (never a root cgroup): service VIP → backend
 // translation at connect()/sendmsg() time and the reverse at getpeername()/recvmsg(), so apps see
-// the VIP as their peer. Thin entry points; the logic is in lib/lb.h (docs/services.md).
+// the VIP as their peer; L7-policed TCP connections steered to the node proxy, their record filed
+// by 4-tuple in sock_ops. Thin entry points; the logic is in lib/lb.h (docs/services.md) and
+// lib/redirect.h (docs/redirect.md).
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "lb.h"
+#include "redirect.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx)
 {
-	return lb4_translate(ctx);
+	struct lb4_choice choice;
+
+	if (!lb4_translate_ex(ctx, &choice))
+		return 0;
+	return redirect4_connect(ctx, &choice);
 }
 
 SEC("cgroup/sendmsg4")
@@ -34,5 +41,12 @@ SEC("cgroup/getpeername4")
 int sock_getpeer4(struct bpf_sock_addr *ctx)
 {
 	lb4_reverse(ctx);
+	return 1;
+}
+
+SEC("sockops")
+int sock_ops(struct bpf_sock_ops *skops)
+{
+	redirect4_sockops(skops);
 	return 1;
 }

@@ -269,8 +269,19 @@ static __always_inline __u32 lb4_affinity_backend(const struct lb_affinity_key *
 
 // ---- the forward path: connect4 (TCP, connected UDP) and sendmsg4 (unconnected UDP) ------------
 
+// What lb4_translate_ex chose, for the hooks that act after it (lib/redirect.h). `service_id` 0:
+// the destination was no service address, nothing was translated.
+struct lb4_choice {
+	__be32 vip;
+	__be16 vport;
+	__u16 pad;
+	__u32 service_id;
+	__u32 backend_id;
+};
+
 // Returns 1 to let the call go on (translated or untouched), 0 after bpf_set_retval(-ECONNREFUSED).
-static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
+// `out` tells what was chosen (zeroed first).
+static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb4_choice *out)
 {
 	__u64 netns_cookie = bpf_get_netns_cookie(ctx);
 	struct netns_info *ns = netns_lookup(netns_cookie);
@@ -281,6 +292,7 @@ static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
 	__u32 backend_id = 0;
 	__u8 proto;
 
+	__builtin_memset(out, 0, sizeof(*out));
 	if (!ns)
 		return 1; // not a namespace Weft manages
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
@@ -341,9 +353,20 @@ static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
 	};
 	bpf_map_update_elem(&lb4_conns, &sock_cookie, &conn, BPF_ANY);
 
+	out->vip = key.address;
+	out->vport = key.dport;
+	out->service_id = svc->service_id;
+	out->backend_id = backend_id;
 	ctx->user_ip4 = be->address;
 	ctx->user_port = (__u32)be->port;
 	return 1;
+}
+
+static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
+{
+	struct lb4_choice choice;
+
+	return lb4_translate_ex(ctx, &choice);
 }
 
 // ---- the reverse path: getpeername4 and recvmsg4 show the VIP, not the backend ------------------

@@ -5,7 +5,7 @@
 
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { promisify } from "node:util";
 import { helperPath, pinRoot, removePins } from "../../src/datapath/loader.ts";
@@ -27,6 +27,13 @@ export interface Sandbox {
   spawnInCgroup(argv: string[]): ChildProcess;
   /** Starts a process inside another namespace of this sandbox (from addNetns); killed by dispose(). */
   spawnIn(netns: string, argv: string[]): ChildProcess;
+  /**
+   * Creates a child cgroup `<cgroup>/<name>` of the sandbox's cgroup (removed by dispose()). Hooks
+   * attached to one child do not see processes of another: a stand-in proxy can live beside pods.
+   */
+  addCgroup(name: string): string;
+  /** Starts a process placed in `cgroupDir` (one of this sandbox's) before it execs, inside `netns`. */
+  spawnInCgroupAt(cgroupDir: string, netns: string, argv: string[]): ChildProcess;
   /** Creates one more namespace, `<netns>-<suffix>` (lo up), deleted by dispose(). */
   addNetns(suffix: string): Promise<string>;
   /**
@@ -152,6 +159,19 @@ export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox
     },
     spawnIn(ns, argv) {
       const child = spawn("ip", ["netns", "exec", ns, ...argv], { stdio: ["pipe", "pipe", "pipe"] });
+      children.push(child);
+      return child;
+    },
+    addCgroup(name) {
+      if (!/^[a-z0-9]{1,12}$/.test(name)) throw new Error(`cgroup name must be [a-z0-9]{1,12}: ${name}`);
+      const dir = `${cgroup}/${name}`;
+      mkdirSync(dir, { recursive: true });
+      return dir;
+    },
+    spawnInCgroupAt(cgroupDir, ns, argv) {
+      if (!cgroupDir.startsWith(`${cgroup}/`) && cgroupDir !== cgroup) throw new Error(`${cgroupDir} is not this sandbox's cgroup`);
+      const script = 'echo $$ > "$1/cgroup.procs" && shift && exec ip netns exec "$@"';
+      const child = spawn("sh", ["-c", script, "sh", cgroupDir, ns, ...argv], { stdio: ["pipe", "pipe", "pipe"] });
       children.push(child);
       return child;
     },
