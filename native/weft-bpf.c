@@ -5,6 +5,8 @@
 // CLI and pin layout: docs/bpf-loading.md.
 
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -72,7 +74,7 @@ __attribute__((noreturn)) static void usage(void)
 		"WEFT_BPF: usage: weft-bpf load OBJ PIN_DIR [--const NAME=VALUE]... | "
 		"attach-cgroup PROG_PIN CGROUP_DIR HOOK LINK_PIN | "
 		"attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN | replace LINK_PIN PROG_PIN | "
-		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | map-write (stdin: u PIN KEY VAL | d PIN KEY) | "
+		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | map-lookup-server MAP_PIN | listen-exec ADDR PORT FD CMD... | map-write (stdin: u PIN KEY VAL | d PIN KEY) | "
 		"map-server (stdin: binary batches) | "
 		"map-create PIN TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES [--flags N] [--name NAME] [--inner PIN] | "
 		"map-set-inner OUTER_PIN KEYHEX INNER_PIN | "
@@ -1505,6 +1507,82 @@ static int cmd_netns_cookie(int argc, char **argv)
 	return 0;
 }
 
+// ---- lookups for the proxy's accept path ----------------------------------------------------------
+
+// map-lookup-server MAP_PIN: a long-lived lookup service for one map. Reads one key per line (hex)
+// on stdin and answers one line each: the value in hex, or "-" when absent. Dies with its parent.
+static int cmd_map_lookup_server(int argc, char **argv)
+{
+	if (argc != 1)
+		usage();
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	int fd = obj_get(argv[0], "map");
+	struct bpf_map_info info = {};
+	__u32 ilen = sizeof(info);
+	if (bpf_obj_get_info_by_fd(fd, &info, &ilen))
+		fail(errno, "map %s: info", argv[0]);
+	unsigned char *val = calloc(1, info.value_size + 1);
+	char *line = NULL, *out = calloc(1, 2 * (size_t)info.value_size + 2);
+	size_t cap = 0;
+	if (!val || !out)
+		fail(ENOMEM, "map %s", argv[0]);
+	static const char hexd[] = "0123456789abcdef";
+	while (getline(&line, &cap, stdin) > 0) {
+		oneline(line);
+		size_t klen;
+		unsigned char *key = from_hex(line, &klen);
+		if (klen != info.key_size) {
+			fputs("-\n", stdout);
+		} else if (bpf_map_lookup_elem(fd, key, val) == 0) {
+			for (__u32 i = 0; i < info.value_size; i++) {
+				out[2 * i] = hexd[val[i] >> 4];
+				out[2 * i + 1] = hexd[val[i] & 15];
+			}
+			out[2 * info.value_size] = '\n';
+			fwrite(out, 1, 2 * (size_t)info.value_size + 1, stdout);
+		} else {
+			fputs("-\n", stdout);
+		}
+		fflush(stdout);
+		free(key);
+	}
+	return 0;
+}
+
+// listen-exec ADDR PORT FD CMD...: creates a TCP listening socket with IP_TRANSPARENT (so
+// bpf_sk_assign can hand it connections addressed to other hosts) and SO_REUSEADDR, bound to
+// ADDR:PORT, places it at file descriptor FD and execs CMD, which inherits it. Node cannot set
+// IP_TRANSPARENT itself; it takes the socket with net.Server.listen({ fd }).
+static int cmd_listen_exec(int argc, char **argv)
+{
+	if (argc < 4)
+		usage();
+	int port = atoi(argv[1]), target = atoi(argv[2]), one = 1;
+	if (port <= 0 || port > 65535 || target < 3)
+		fail(0, "bad port %s or fd %s (want 1-65535 and >= 3)", argv[1], argv[2]);
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	if (s < 0)
+		fail(errno, "socket");
+	if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)))
+		fail(errno, "SO_REUSEADDR");
+	if (setsockopt(s, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)))
+		fail(errno, "IP_TRANSPARENT (needs CAP_NET_ADMIN)");
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((unsigned short)port) };
+	if (inet_pton(AF_INET, argv[0], &sa.sin_addr) != 1)
+		fail(0, "bad IPv4 address %s", argv[0]);
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)))
+		fail(errno, "bind %s:%d", argv[0], port);
+	if (listen(s, 4096))
+		fail(errno, "listen");
+	if (s != target) {
+		if (dup2(s, target) < 0)
+			fail(errno, "dup2");
+		close(s);
+	}
+	execvp(argv[3], argv + 3);
+	fail(errno, "exec %s", argv[3]);
+}
+
 // ---- main ---------------------------------------------------------------------------------------
 
 int main(int argc, char **argv)
@@ -1545,6 +1623,10 @@ int main(int argc, char **argv)
 		return cmd_map_set_inner(n, rest);
 	if (strcmp(g_cmd, "ringbuf") == 0)
 		return cmd_ringbuf(n, rest);
+	if (strcmp(g_cmd, "map-lookup-server") == 0)
+		return cmd_map_lookup_server(n, rest);
+	if (strcmp(g_cmd, "listen-exec") == 0)
+		return cmd_listen_exec(n, rest);
 	if (strcmp(g_cmd, "netns-cookie") == 0)
 		return cmd_netns_cookie(n, rest);
 	usage();

@@ -742,3 +742,53 @@ export async function netnsCookie(netns: string): Promise<bigint> {
   const r = await call<{ netns: string; cookie: string }>(["netns-cookie", netns]);
   return BigInt(r.cookie);
 }
+
+// ---- single-key lookups (the proxy's accept path) -----------------------------------------------
+
+/** A long-lived lookup channel to one pinned map: one helper process, one line per lookup. */
+export class MapLookup {
+  private readonly child: ChildProcess;
+  private readonly waiting: ((line: string) => void)[] = [];
+  private buffered = "";
+
+  constructor(readonly mapPin: string) {
+    this.child = spawn(helperPath(), ["map-lookup-server", mapPin], { stdio: ["pipe", "pipe", "pipe"] });
+    this.child.stdin?.on("error", () => {});
+    this.child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+      this.buffered += d;
+      for (let nl = this.buffered.indexOf("\n"); nl >= 0; nl = this.buffered.indexOf("\n")) {
+        const line = this.buffered.slice(0, nl);
+        this.buffered = this.buffered.slice(nl + 1);
+        this.waiting.shift()?.(line);
+      }
+    });
+    this.child.on("exit", () => {
+      for (const w of this.waiting.splice(0)) w("-");
+    });
+    this.child.unref();
+    (this.child.stdout as unknown as { unref?: () => void })?.unref?.();
+  }
+
+  /** The value stored under `key`, or undefined when absent (or the channel is closed). */
+  lookup(key: Buffer): Promise<Buffer | undefined> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      this.waiting.push((line) => resolve(line === "-" || line === "" ? undefined : Buffer.from(line, "hex")));
+      this.child.stdin?.write(`${key.toString("hex")}\n`);
+    });
+  }
+
+  close(): void {
+    this.child.stdin?.end();
+    this.child.kill("SIGTERM");
+  }
+}
+
+/**
+ * The argv that starts `command` with a TCP listening socket at file descriptor `fd`, created with
+ * IP_TRANSPARENT (which Node cannot set) so tc's bpf_sk_assign can hand it connections addressed to
+ * pods. The started program takes it with `net.createServer().listen({ fd })`.
+ */
+export function transparentListenerArgv(address: string, port: number, fd: number, command: string[]): string[] {
+  return [helperPath(), "listen-exec", address, String(port), String(fd), ...command];
+}

@@ -582,3 +582,44 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
     }
   });
 });
+
+describe("lookups and transparent listeners", () => {
+  it("answers single-key lookups over a long-lived channel, in order", async () => {
+    const { createSandbox } = await import("../../harness/sandbox.ts");
+    const { loadObject, objectPath, writeMaps, pins, MapLookup } = await import("../../../src/datapath/loader.ts");
+    const sb = await createSandbox("lookup");
+    try {
+      await loadObject(objectPath("probe"), sb.pinRoot, { constants: { weft_probe_version: 1 } });
+      const map = pins.map(sb.pinRoot, "probe_udp");
+      const key = (n: number) => Buffer.from([n, 0, 0, 0]);
+      const value = (n: number) => Buffer.from([n, 0, 0, 0, 0, 0, 0, 0]);
+      await writeMaps([1, 2, 3].map((n) => ({ op: "update" as const, map, key: key(n), value: value(n * 10) })));
+      const lookup = new MapLookup(map);
+      try {
+        const started = process.hrtime.bigint();
+        const got = await Promise.all([1, 2, 9, 3].map((n) => lookup.lookup(key(n))));
+        const us = Number(process.hrtime.bigint() - started) / 1000;
+        console.log(`# 4 lookups in ${us.toFixed(0)} µs`);
+        assert.deepEqual(
+          got.map((b) => b?.[0]),
+          [10, 20, undefined, 30],
+        );
+        assert.equal(await lookup.lookup(Buffer.from([1])), undefined, "a key of the wrong size is absent");
+      } finally {
+        lookup.close();
+      }
+    } finally {
+      await sb.dispose();
+    }
+  });
+
+  it("hands a node program an IP_TRANSPARENT listening socket by file descriptor", async () => {
+    const { transparentListenerArgv } = await import("../../../src/datapath/loader.ts");
+    const { spawnSync } = await import("node:child_process");
+    const script = "const n=require('net');const s=n.createServer(c=>c.end('ok')).listen({fd:3},()=>{const a=s.address();console.log(a.address+':'+a.port);process.exit(0)})";
+    const argv = transparentListenerArgv("127.0.0.1", 0 || 47611, 3, [process.execPath, "-e", script]);
+    const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: "utf8", timeout: 10_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "127.0.0.1:47611");
+  });
+});
