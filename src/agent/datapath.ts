@@ -27,6 +27,7 @@ import { encodeIpcacheKey, encodeIpcacheValue, IPCACHE_MAP, type IpcacheEntry } 
 import { cookieKey, LB_MAPS } from "../datapath/maps/lb.ts";
 import { encodePolicyKey, encodePolicyValue, ensureSubjectMap, removeSubjectMap, subjectMapPin } from "../datapath/maps/policy.ts";
 import { loadNodePortDatapath } from "../datapath/nodeport-sync.ts";
+import { attachRedirect } from "../datapath/redirect.ts";
 import type { EndpointSliceInput, ServiceInput } from "../datapath/services.ts";
 import type { SubjectPolicy } from "../policy/compile.ts";
 import { RESERVED_IDENTITIES } from "../policy/identity.ts";
@@ -107,6 +108,8 @@ export class NodeDatapath {
     await attachTc(prog("vxlan_to_overlay"), this.node.netns, "vx0", "egress", pins.link(this.root, "vx0-egress"));
     await loadSockDatapath(this.root, cgroupDir(this.cfg.name, this.node.name, "pods"));
     await loadNodePortDatapath(this.root, { netns: this.node.netns, nodeIP: this.node.underlayIP });
+    // L7 redirect stays off until the node's proxy listens (enableRedirect).
+    await attachRedirect(this.root, cgroupDir(this.cfg.name, this.node.name, "pods"));
     this.ipcache = await readContents(pins.map(this.root, IPCACHE_MAP));
     this.endpoints = await readContents(pins.map(this.root, ENDPOINTS_MAP));
     // Adopt what a previous agent left: subject maps (removed if their identity has no local pod

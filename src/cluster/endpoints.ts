@@ -58,15 +58,38 @@ export function resolveTargetPort(p: ServicePortSpec, pod: PodStatusRecord): num
   return undefined;
 }
 
+/** Pods that can back a service (an address, not finished), by namespace and by each label and value, in input order. */
+function podIndex(pods: PodStatusRecord[]): Map<string, Map<string, PodStatusRecord[]>> {
+  const index = new Map<string, Map<string, PodStatusRecord[]>>();
+  for (const p of pods) {
+    if (!p.podIP || p.phase === "Succeeded" || p.phase === "Failed") continue;
+    let byLabel = index.get(p.namespace);
+    if (!byLabel) index.set(p.namespace, (byLabel = new Map()));
+    for (const [k, v] of Object.entries(p.desired.labels)) {
+      const key = `${k}\u0000${v}`;
+      const list = byLabel.get(key);
+      if (list) list.push(p);
+      else byLabel.set(key, [p]);
+    }
+  }
+  return index;
+}
+
 export function endpointSlices(services: K8sObject[], pods: PodStatusRecord[]): EndpointSlice[] {
   const out: EndpointSlice[] = [];
+  // Candidates come from an index on one of the selector's labels (services × pods would be
+  // seconds at 10k services); the full selector is still checked on each, in pod order.
+  const index = podIndex(pods);
   for (const svc of services) {
     const spec = (svc.spec ?? {}) as ServiceSpec;
     if (!spec.selector || Object.keys(spec.selector).length === 0) continue; // endpoints managed by hand
     const ns = svc.metadata.namespace ?? "default";
-    const members = pods.filter(
-      (p) => p.namespace === ns && p.podIP && !["Succeeded", "Failed"].includes(p.phase) && selects(spec.selector ?? {}, p.desired.labels),
-    );
+    let candidates: PodStatusRecord[] | undefined;
+    for (const [k, v] of Object.entries(spec.selector)) {
+      const list = index.get(ns)?.get(`${k}\u0000${v}`) ?? [];
+      if (candidates === undefined || list.length < candidates.length) candidates = list;
+    }
+    const members = (candidates ?? []).filter((p) => selects(spec.selector ?? {}, p.desired.labels));
     // Pods that resolve the ports differently go into different slices, as in Kubernetes.
     const groups = new Map<string, { ports: EndpointSlice["ports"]; endpoints: Endpoint[] }>();
     for (const pod of members) {

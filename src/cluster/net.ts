@@ -4,6 +4,7 @@
 
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { ipIn, run, tryRun } from "../core/run.ts";
+import { setupProxyRouting } from "../datapath/redirect-net.ts";
 import { type ClusterConfig, type NodeConfig, netnsPrefix, VXLAN_PORT } from "./config.ts";
 
 export const POD_MTU = 1450; // room for the VXLAN header on the 1500-byte underlay
@@ -65,6 +66,9 @@ async function buildNode(cfg: ClusterConfig, node: NodeConfig): Promise<void> {
   // does. Interim: an nft rule inside the node namespace until the BPF egress SNAT lands.
   const masquerade = `table ip weft {\n  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n    ip saddr 10.200.0.0/16 ip daddr != { 10.200.0.0/16, ${cfg.serviceCIDR} } oifname "ul0" masquerade\n  }\n}\n`;
   await run("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: masquerade });
+
+  // Packets the datapath hands to the proxy (bpf_sk_assign) are delivered locally (fwmark rule).
+  await setupProxyRouting(ns);
 
   // The node's own address in its pod CIDR, every pod's gateway (answered by ARP on each veth).
   // (On lo: this kernel has no dummy device.)
