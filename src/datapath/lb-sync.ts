@@ -23,12 +23,11 @@ import {
 } from "./loader.ts";
 import { cookieKey, LB_MAPS, netnsValue } from "./maps/lb.ts";
 import {
-  desiredLb,
   type EndpointSliceInput,
   idsFromContents,
   type LbContents,
+  LbModel,
   type LbState,
-  lbContents,
   lbDiff,
   type ServiceInput,
   type ServiceProblem,
@@ -109,14 +108,19 @@ export interface SyncReport {
   writes: MapWriteResult;
   /** Whether this sync started from the pinned maps (first sync of the process). */
   fromPinned: boolean;
+  /** Services computed again (all on the first sync; then the changed ones and their neighbours). */
+  recomputed: number;
 }
 
 /**
- * Keeps one node's service maps equal to the Services and EndpointSlices it is given. The first
- * sync (and any after a failed write) starts from what is pinned; later ones from what it wrote.
+ * Keeps one node's service maps equal to the Services and EndpointSlices it is given. Give it the
+ * full inputs every time: it recomputes and diffs only the services whose inputs changed
+ * (services.ts LbModel), so a sync where little changed costs little. The first sync (and any
+ * after a failed write) starts from what is pinned: ids are read back, and the whole state is
+ * diffed against the pinned contents; later ones start from what it wrote.
  */
 export class ServiceSync {
-  private current: LbContents | undefined;
+  private model: LbModel | undefined;
   private nextService = 1;
   private nextBackend = 1;
 
@@ -126,21 +130,27 @@ export class ServiceSync {
   ) {}
 
   async sync(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], timeoutMs = 120_000): Promise<SyncReport> {
-    const fromPinned = this.current === undefined;
-    const old = this.current ?? (await readLbContents(this.root));
-    // Ids are never reused within a process, so a stale affinity entry or proxy record cannot
-    // name a different service or backend (after a restart, only ids still pinned are known).
-    const previous = idsFromContents(old);
-    previous.nextService = Math.max(previous.nextService, this.nextService);
-    previous.nextBackend = Math.max(previous.nextBackend, this.nextBackend);
-    const { state, problems } = desiredLb(services, slices, { ...(this.node === undefined ? {} : { node: this.node }), previous });
-    for (const f of state.frontends) this.nextService = Math.max(this.nextService, f.serviceId + 1);
-    for (const b of state.backends) this.nextBackend = Math.max(this.nextBackend, b.id + 1);
-    const next = lbContents(state);
-    const ops = lbDiff(old, next, (m) => pins.map(this.root, m));
-    this.current = undefined; // unknown until the writes succeed
+    const pinOf = (m: string) => pins.map(this.root, m);
+    let model = this.model;
+    this.model = undefined; // unknown until the writes succeed
+    const fromPinned = model === undefined;
+    let old: LbContents | undefined;
+    if (model === undefined) {
+      old = await readLbContents(this.root);
+      // Ids are never reused within a process, so a stale affinity entry or proxy record cannot
+      // name a different service or backend (after a restart, only ids still pinned are known).
+      const previous = idsFromContents(old);
+      previous.nextService = Math.max(previous.nextService, this.nextService);
+      previous.nextBackend = Math.max(previous.nextBackend, this.nextBackend);
+      model = new LbModel({ ...(this.node === undefined ? {} : { node: this.node }), previous });
+    }
+    const u = model.update(services, slices);
+    const ops = old === undefined ? lbDiff(u.before, u.after, pinOf) : lbDiff(old, model.contents(), pinOf);
+    const ids = model.nextIds();
+    this.nextService = Math.max(this.nextService, ids.service);
+    this.nextBackend = Math.max(this.nextBackend, ids.backend);
     const writes = await writeMaps(ops, timeoutMs);
-    this.current = next;
-    return { state, problems, writes, fromPinned };
+    this.model = model;
+    return { state: u.state, problems: u.problems, writes, fromPinned, recomputed: u.recomputed };
   }
 }

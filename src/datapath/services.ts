@@ -19,6 +19,7 @@ import {
   maglevChunkValue,
   maglevKey,
   NODEPORT_ADDRESS,
+  PROTO,
   type Protocol,
   protocolName,
   SCOPE_EXTERNAL,
@@ -199,8 +200,67 @@ interface Resolved {
   terminating: boolean;
   local: boolean;
 }
-
 // ---- the computation ------------------------------------------------------------------------------
+
+/** What one service contributes, in the order desiredLb lists entries, and its problems. */
+interface ServiceUnit {
+  /** The ids this service holds: frontend ids → service id, backend ids (LbIds' keys) → backend id. */
+  serviceKeys: string[];
+  serviceIds: number[];
+  backendKeys: string[];
+  backendIds: number[];
+  frontends: LbFrontend[];
+  external: LbFrontend[];
+  backends: LbBackend[];
+  maglev: LbMaglevTable[];
+  problems: ServiceProblem[];
+}
+
+/** What a computation carries from one service to the next (services in namespace/name order). */
+interface Pass {
+  prev: LbIds;
+  node: string | undefined;
+  nextService: number;
+  nextBackend: number;
+  /** Service ids taken in this pass. */
+  claimedIds: Set<number>;
+  /** frontend id → "namespace/name:port" holding it in this pass. */
+  usedFrontends: Map<string, string>;
+}
+
+function newPass(prev: LbIds, node: string | undefined, nextService = prev.nextService, nextBackend = prev.nextBackend): Pass {
+  return { prev, node, nextService, nextBackend, claimedIds: new Set(), usedFrontends: new Map() };
+}
+
+const nameOf = (m: { namespace?: string; name: string }) => `${m.namespace ?? "default"}/${m.name}`;
+
+/** namespace → name → T: lookups with the inputs' own strings, no "namespace/name" built per lookup. */
+type ByName<T> = Map<string, Map<string, T>>;
+
+function setIn<T>(m: ByName<T>, ns: string, name: string, value: T): void {
+  const inner = m.get(ns);
+  if (inner) inner.set(name, value);
+  else m.set(ns, new Map([[name, value]]));
+}
+
+/** EndpointSlices by namespace and service (IPv4 slices with a service-name label), in input order. */
+function slicesByService(slices: readonly EndpointSliceInput[]): ByName<EndpointSliceInput[]> {
+  const out: ByName<EndpointSliceInput[]> = new Map();
+  for (const s of slices) {
+    const svcName = s.metadata.labels?.["kubernetes.io/service-name"];
+    if (!svcName || (s.addressType !== undefined && s.addressType !== "IPv4")) continue;
+    const ns = s.metadata.namespace ?? "default";
+    const list = out.get(ns)?.get(svcName);
+    if (list) list.push(s);
+    else setIn(out, ns, svcName, [s]);
+  }
+  return out;
+}
+
+const slicesOf = (bySvc: ByName<EndpointSliceInput[]>, svc: ServiceInput): EndpointSliceInput[] =>
+  bySvc.get(svc.metadata.namespace ?? "default")?.get(svc.metadata.name) ?? [];
+
+const byKey = (a: { key: string }, b: { key: string }) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 /**
  * The desired service maps for one node. Services are taken in namespace/name order, so when two
@@ -211,293 +271,306 @@ export function desiredLb(
   slices: readonly EndpointSliceInput[],
   opts: LbOptions = {},
 ): { state: LbState; problems: ServiceProblem[] } {
-  const prev = opts.previous ?? emptyIds();
-  let nextService = prev.nextService;
-  let nextBackend = prev.nextBackend;
-  const claimedIds = new Set<number>();
-  const usedFrontends = new Map<string, string>();
-  const state: LbState = { frontends: [], external: [], backends: [], maglev: [] };
-  const external = state.external as LbFrontend[];
+  const pass = newPass(opts.previous ?? emptyIds(), opts.node);
+  const bySvc = slicesByService(slices);
+  const sorted = services.map((svc) => ({ key: nameOf(svc.metadata), svc })).sort(byKey); // stable
+  const units = sorted.map(({ key, svc }) => computeService(svc, key, slicesOf(bySvc, svc), pass));
+  return assemble(units);
+}
+
+function assemble(units: Iterable<ServiceUnit>): { state: LbState; problems: ServiceProblem[] } {
+  const frontends: LbFrontend[] = [];
+  const external: LbFrontend[] = [];
+  const backends: LbBackend[] = [];
+  const maglev: LbMaglevTable[] = [];
   const problems: ServiceProblem[] = [];
-
-  const slicesBySvc = new Map<string, EndpointSliceInput[]>();
-  for (const s of slices) {
-    const svcName = s.metadata.labels?.["kubernetes.io/service-name"];
-    if (!svcName || (s.addressType !== undefined && s.addressType !== "IPv4")) continue;
-    const key = `${s.metadata.namespace ?? "default"}/${svcName}`;
-    const list = slicesBySvc.get(key) ?? [];
-    list.push(s);
-    slicesBySvc.set(key, list);
+  for (const u of units) {
+    for (const f of u.frontends) frontends.push(f);
+    for (const f of u.external) external.push(f);
+    for (const b of u.backends) backends.push(b);
+    for (const t of u.maglev) maglev.push(t);
+    for (const p of u.problems) problems.push(p);
   }
+  return { state: { frontends, external, backends, maglev }, problems };
+}
 
-  const sorted = [...services].sort((a, b) => {
-    const ka = `${a.metadata.namespace ?? "default"}/${a.metadata.name}`;
-    const kb = `${b.metadata.namespace ?? "default"}/${b.metadata.name}`;
-    return ka < kb ? -1 : ka > kb ? 1 : 0;
-  });
+/** One service's entries and problems; takes ids and frontends from `ctx` and records its own there. */
+function computeService(svc: ServiceInput, name: string, svcSlices: readonly EndpointSliceInput[], ctx: Pass): ServiceUnit {
+  const unit: ServiceUnit = {
+    serviceKeys: [],
+    serviceIds: [],
+    backendKeys: [],
+    backendIds: [],
+    frontends: [],
+    external: [],
+    backends: [],
+    maglev: [],
+    problems: [],
+  };
+  const spec = svc.spec ?? {};
+  const problem = (reason: string, port?: string, code: ServiceProblem["code"] = "WEFT_SERVICE_INVALID") => {
+    unit.problems.push(port === undefined ? { code, service: name, reason } : { code, service: name, port, reason });
+  };
+  if (spec.type === "ExternalName") return unit;
+  const clusterIP = spec.clusterIP;
+  if (clusterIP === "None") return unit; // headless: DNS only
+  // -- service-wide settings: any error leaves the whole service out --
+  if (clusterIP !== undefined && clusterIP !== "" && !IPV4.test(clusterIP)) {
+    problem(
+      clusterIP.includes(":") ? `clusterIP ${clusterIP}: IPv6 is not supported yet` : `clusterIP "${clusterIP}" is not an IPv4 address`,
+      undefined,
+      clusterIP.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
+    );
+    return unit;
+  }
+  const externalIPs = spec.externalIPs ?? [];
+  const badExternal = externalIPs.find((ip) => !IPV4.test(ip));
+  if (badExternal !== undefined) {
+    problem(`externalIPs: "${badExternal}" is not an IPv4 address`);
+    return unit;
+  }
+  let affinityTimeout = 0;
+  if (spec.sessionAffinity === "ClientIP") {
+    const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT;
+    if (!Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT) {
+      problem(`sessionAffinityConfig.clientIP.timeoutSeconds ${t} is not in 1..${MAX_AFFINITY_TIMEOUT}`);
+      return unit;
+    }
+    affinityTimeout = t;
+  } else if (spec.sessionAffinity !== undefined && spec.sessionAffinity !== "None") {
+    problem(`sessionAffinity "${spec.sessionAffinity}" is not None or ClientIP`);
+    return unit;
+  }
+  const itp = spec.internalTrafficPolicy ?? "Cluster";
+  if (itp !== "Cluster" && itp !== "Local") {
+    problem(`internalTrafficPolicy "${itp}" is not Cluster or Local`);
+    return unit;
+  }
+  const etp = spec.externalTrafficPolicy ?? "Cluster";
+  if (etp !== "Cluster" && etp !== "Local") {
+    problem(`externalTrafficPolicy "${etp}" is not Cluster or Local`);
+    return unit;
+  }
+  const type = spec.type ?? "ClusterIP";
+  if (type !== "ClusterIP" && type !== "NodePort" && type !== "LoadBalancer") {
+    problem(`type "${type}" is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
+    return unit;
+  }
+  // LoadBalancer ingress IPs (hostname-only entries name no address here).
+  const lbIPs: string[] = [];
+  if (type === "LoadBalancer") {
+    for (const ing of svc.status?.loadBalancer?.ingress ?? []) if (ing.ip !== undefined && !lbIPs.includes(ing.ip)) lbIPs.push(ing.ip);
+  }
+  const badLb = lbIPs.find((ip) => !IPV4.test(ip));
+  if (badLb !== undefined) {
+    problem(
+      badLb.includes(":")
+        ? `status.loadBalancer.ingress ip ${badLb}: IPv6 is not supported yet`
+        : `status.loadBalancer.ingress ip "${badLb}" is not an IPv4 address`,
+      undefined,
+      badLb.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
+    );
+    return unit;
+  }
+  const annotations = svc.metadata.annotations ?? {};
+  const algorithm = annotations[ANNOTATION_ALGORITHM] ?? "random";
+  if (algorithm !== "random" && algorithm !== "maglev") {
+    problem(`annotation ${ANNOTATION_ALGORITHM}: "${algorithm}" is not random or maglev`);
+    return unit;
+  }
+  let maglevSize = 0;
+  if (algorithm === "maglev") {
+    const raw = annotations[ANNOTATION_MAGLEV_SIZE];
+    maglevSize = raw === undefined ? DEFAULT_MAGLEV_SIZE : /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!isPrime(maglevSize) || maglevSize < 7 || maglevSize > MAX_MAGLEV_SIZE) {
+      problem(`annotation ${ANNOTATION_MAGLEV_SIZE}: "${raw}" is not a prime in 7..${MAX_MAGLEV_SIZE}`);
+      return unit;
+    }
+  } else if (annotations[ANNOTATION_MAGLEV_SIZE] !== undefined) {
+    problem(`annotation ${ANNOTATION_MAGLEV_SIZE} needs ${ANNOTATION_ALGORITHM}: maglev`);
+    return unit;
+  }
+  const ports = spec.ports ?? [];
+  if (ports.length > 1 && ports.some((p) => !p.name)) {
+    problem("every port must be named when a service has more than one");
+    return unit;
+  }
+  const anyEndpoint = svcSlices.some((s) => (s.endpoints ?? []).length > 0);
+  const seenPorts = new Set<string>();
 
-  for (const svc of sorted) {
-    const name = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
-    const spec = svc.spec ?? {};
-    const problem = (reason: string, port?: string, code: ServiceProblem["code"] = "WEFT_SERVICE_INVALID") => {
-      problems.push(port === undefined ? { code, service: name, reason } : { code, service: name, port, reason });
-    };
-    if (spec.type === "ExternalName") continue;
-    const clusterIP = spec.clusterIP;
-    if (clusterIP === "None") continue; // headless: DNS only
-    // -- service-wide settings: any error leaves the whole service out --
-    if (clusterIP !== undefined && clusterIP !== "" && !IPV4.test(clusterIP)) {
-      problem(
-        clusterIP.includes(":") ? `clusterIP ${clusterIP}: IPv6 is not supported yet` : `clusterIP "${clusterIP}" is not an IPv4 address`,
-        undefined,
-        clusterIP.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
-      );
+  // -- per port: an error leaves that port out, the service's other ports stay --
+  for (const p of ports) {
+    const portLabel = p.name || String(p.port);
+    if (!validPort(p.port)) {
+      problem(`port ${JSON.stringify(p.port)} is not in 1..65535`, portLabel);
       continue;
     }
-    const externalIPs = spec.externalIPs ?? [];
-    const badExternal = externalIPs.find((ip) => !IPV4.test(ip));
-    if (badExternal !== undefined) {
-      problem(`externalIPs: "${badExternal}" is not an IPv4 address`);
+    const protoRaw = p.protocol ?? "TCP";
+    const proto = protoRaw === "TCP" || protoRaw === "UDP" ? (protoRaw as Protocol) : undefined;
+    if (!proto) {
+      problem(`protocol ${protoRaw} is not supported (TCP, UDP)`, portLabel, protoRaw === "SCTP" ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID");
       continue;
     }
-    let affinityTimeout = 0;
-    if (spec.sessionAffinity === "ClientIP") {
-      const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT;
-      if (!Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT) {
-        problem(`sessionAffinityConfig.clientIP.timeoutSeconds ${t} is not in 1..${MAX_AFFINITY_TIMEOUT}`);
+    if (seenPorts.has(`${p.port}/${proto}`)) {
+      problem(`port ${p.port}/${proto} appears twice`, portLabel);
+      continue;
+    }
+    seenPorts.add(`${p.port}/${proto}`);
+    const target = p.targetPort ?? p.port;
+    let targetNumber: number | undefined;
+    if (typeof target === "number" || /^\d+$/.test(target)) {
+      targetNumber = Number(target);
+      if (!validPort(targetNumber)) {
+        problem(`targetPort ${JSON.stringify(target)} is not in 1..65535`, portLabel);
         continue;
       }
-      affinityTimeout = t;
-    } else if (spec.sessionAffinity !== undefined && spec.sessionAffinity !== "None") {
-      problem(`sessionAffinity "${spec.sessionAffinity}" is not None or ClientIP`);
+    } else if (!PORT_NAME.test(target) || !/[a-z]/.test(target)) {
+      problem(`targetPort "${target}" is neither a port number nor a port name`, portLabel);
       continue;
     }
-    const itp = spec.internalTrafficPolicy ?? "Cluster";
-    if (itp !== "Cluster" && itp !== "Local") {
-      problem(`internalTrafficPolicy "${itp}" is not Cluster or Local`);
+    if (p.nodePort !== undefined && !validPort(p.nodePort)) {
+      problem(`nodePort ${JSON.stringify(p.nodePort)} is not in 1..65535`, portLabel);
       continue;
     }
-    const etp = spec.externalTrafficPolicy ?? "Cluster";
-    if (etp !== "Cluster" && etp !== "Local") {
-      problem(`externalTrafficPolicy "${etp}" is not Cluster or Local`);
-      continue;
-    }
-    const type = spec.type ?? "ClusterIP";
-    if (type !== "ClusterIP" && type !== "NodePort" && type !== "LoadBalancer") {
-      problem(`type "${type}" is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
-      continue;
-    }
-    // LoadBalancer ingress IPs (hostname-only entries name no address here).
-    const lbIPs: string[] = [];
-    if (type === "LoadBalancer") {
-      for (const ing of svc.status?.loadBalancer?.ingress ?? []) if (ing.ip !== undefined && !lbIPs.includes(ing.ip)) lbIPs.push(ing.ip);
-    }
-    const badLb = lbIPs.find((ip) => !IPV4.test(ip));
-    if (badLb !== undefined) {
-      problem(
-        badLb.includes(":")
-          ? `status.loadBalancer.ingress ip ${badLb}: IPv6 is not supported yet`
-          : `status.loadBalancer.ingress ip "${badLb}" is not an IPv4 address`,
-        undefined,
-        badLb.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
-      );
-      continue;
-    }
-    const annotations = svc.metadata.annotations ?? {};
-    const algorithm = annotations[ANNOTATION_ALGORITHM] ?? "random";
-    if (algorithm !== "random" && algorithm !== "maglev") {
-      problem(`annotation ${ANNOTATION_ALGORITHM}: "${algorithm}" is not random or maglev`);
-      continue;
-    }
-    let maglevSize = 0;
-    if (algorithm === "maglev") {
-      const raw = annotations[ANNOTATION_MAGLEV_SIZE];
-      maglevSize = raw === undefined ? DEFAULT_MAGLEV_SIZE : /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-      if (!isPrime(maglevSize) || maglevSize < 7 || maglevSize > MAX_MAGLEV_SIZE) {
-        problem(`annotation ${ANNOTATION_MAGLEV_SIZE}: "${raw}" is not a prime in 7..${MAX_MAGLEV_SIZE}`);
-        continue;
-      }
-    } else if (annotations[ANNOTATION_MAGLEV_SIZE] !== undefined) {
-      problem(`annotation ${ANNOTATION_MAGLEV_SIZE} needs ${ANNOTATION_ALGORITHM}: maglev`);
-      continue;
-    }
-    const ports = spec.ports ?? [];
-    if (ports.length > 1 && ports.some((p) => !p.name)) {
-      problem("every port must be named when a service has more than one");
-      continue;
-    }
-    const svcSlices = slicesBySvc.get(name) ?? [];
-    const anyEndpoint = svcSlices.some((s) => (s.endpoints ?? []).length > 0);
-    const seenPorts = new Set<string>();
 
-    // -- per port: an error leaves that port out, the service's other ports stay --
-    for (const p of ports) {
-      const portLabel = p.name || String(p.port);
-      if (!validPort(p.port)) {
-        problem(`port ${JSON.stringify(p.port)} is not in 1..65535`, portLabel);
-        continue;
+    // Endpoints of this port: a slice names its ports as the service does and gives the
+    // resolved target port; a slice without the port gives nothing for a named targetPort.
+    const resolved = new Map<string, Resolved>();
+    let offered = false;
+    for (const s of svcSlices) {
+      const sp = (s.ports ?? []).find((x) => (x.name ?? "") === (p.name ?? "") && (x.protocol ?? "TCP") === proto);
+      const port = sp && validPort(sp.port) ? sp.port : targetNumber;
+      if (port === undefined) continue;
+      offered = true;
+      for (const e of s.endpoints ?? []) {
+        const address = e.addresses[0];
+        if (address === undefined || !IPV4.test(address)) continue;
+        const terminating = e.conditions?.terminating === true;
+        const readyCondition = e.conditions?.ready ?? true; // unset means ready (Kubernetes)
+        const ready = readyCondition && !terminating;
+        const serving = e.conditions?.serving ?? readyCondition;
+        if (!ready && !(terminating && serving)) continue; // neither ready nor draining: no entry
+        const k = `${address}:${port}`;
+        const was = resolved.get(k);
+        resolved.set(k, {
+          address,
+          port,
+          // Duplicates happen while slices are rewritten: ready anywhere wins.
+          ready: ready || (was?.ready ?? false),
+          terminating: was ? was.terminating && terminating : terminating,
+          local: ctx.node !== undefined && e.nodeName === ctx.node,
+        });
       }
-      const protoRaw = p.protocol ?? "TCP";
-      const proto = protoRaw === "TCP" || protoRaw === "UDP" ? (protoRaw as Protocol) : undefined;
-      if (!proto) {
-        problem(`protocol ${protoRaw} is not supported (TCP, UDP)`, portLabel, protoRaw === "SCTP" ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID");
-        continue;
-      }
-      if (seenPorts.has(`${p.port}/${proto}`)) {
-        problem(`port ${p.port}/${proto} appears twice`, portLabel);
-        continue;
-      }
-      seenPorts.add(`${p.port}/${proto}`);
-      const target = p.targetPort ?? p.port;
-      let targetNumber: number | undefined;
-      if (typeof target === "number" || /^\d+$/.test(target)) {
-        targetNumber = Number(target);
-        if (!validPort(targetNumber)) {
-          problem(`targetPort ${JSON.stringify(target)} is not in 1..65535`, portLabel);
-          continue;
-        }
-      } else if (!PORT_NAME.test(target) || !/[a-z]/.test(target)) {
-        problem(`targetPort "${target}" is neither a port number nor a port name`, portLabel);
-        continue;
-      }
-      if (p.nodePort !== undefined && !validPort(p.nodePort)) {
-        problem(`nodePort ${JSON.stringify(p.nodePort)} is not in 1..65535`, portLabel);
-        continue;
-      }
+    }
+    if (!offered && anyEndpoint) {
+      problem(`targetPort "${target}" is not a port of any endpoint`, portLabel);
+      continue;
+    }
 
-      // Endpoints of this port: a slice names its ports as the service does and gives the
-      // resolved target port; a slice without the port gives nothing for a named targetPort.
-      const resolved = new Map<string, Resolved>();
-      let offered = false;
-      for (const s of svcSlices) {
-        const sp = (s.ports ?? []).find((x) => (x.name ?? "") === (p.name ?? "") && (x.protocol ?? "TCP") === proto);
-        const port = sp && validPort(sp.port) ? sp.port : targetNumber;
-        if (port === undefined) continue;
-        offered = true;
-        for (const e of s.endpoints ?? []) {
-          const address = e.addresses[0];
-          if (address === undefined || !IPV4.test(address)) continue;
-          const terminating = e.conditions?.terminating === true;
-          const readyCondition = e.conditions?.ready ?? true; // unset means ready (Kubernetes)
-          const ready = readyCondition && !terminating;
-          const serving = e.conditions?.serving ?? readyCondition;
-          if (!ready && !(terminating && serving)) continue; // neither ready nor draining: no entry
-          const k = `${address}:${port}`;
-          const was = resolved.get(k);
-          resolved.set(k, {
-            address,
-            port,
-            // Duplicates happen while slices are rewritten: ready anywhere wins.
-            ready: ready || (was?.ready ?? false),
-            terminating: was ? was.terminating && terminating : terminating,
-            local: opts.node !== undefined && e.nodeName === opts.node,
-          });
-        }
-      }
-      if (!offered && anyEndpoint) {
-        problem(`targetPort "${target}" is not a port of any endpoint`, portLabel);
-        continue;
-      }
+    // Frontends of this port; a frontend another service already holds is reported. Pods reach
+    // ExternalIPs and LoadBalancer IPs through every endpoint (as kube-proxy short-circuits
+    // them); so does the outside under externalTrafficPolicy Cluster (bpf/host falls back to
+    // the internal entry when it has SVC_EXTERNAL), so only Local needs external entries of its
+    // own for them. NodePorts are external entries always (address 0.0.0.0).
+    const wanted: { address: string; flags: number }[] = [];
+    if (clusterIP) wanted.push({ address: clusterIP, flags: itp === "Local" ? SVC_LOCAL : 0 });
+    for (const ip of [...externalIPs, ...lbIPs]) if (!wanted.some((w) => w.address === ip)) wanted.push({ address: ip, flags: SVC_EXTERNAL });
+    const outside: { address: string; port: number; flags: number }[] = [];
+    const etpFlags = etp === "Local" ? SVC_LOCAL : 0;
+    if (p.nodePort !== undefined && type !== "ClusterIP") outside.push({ address: NODEPORT_ADDRESS, port: p.nodePort, flags: etpFlags });
+    if (etp === "Local") {
+      for (const w of wanted) if (w.flags & SVC_EXTERNAL) outside.push({ address: w.address, port: p.port, flags: SVC_EXTERNAL | SVC_LOCAL });
+    }
+    const clash = wanted.find((w) => ctx.usedFrontends.has(frontendId(w.address, p.port, proto)));
+    if (clash) {
+      problem(`${clash.address}:${p.port}/${proto} is already a frontend of ${ctx.usedFrontends.get(frontendId(clash.address, p.port, proto))}`, portLabel);
+      continue;
+    }
+    const clashOut = outside.find((o) => ctx.usedFrontends.has(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL)));
+    if (clashOut) {
+      const other = ctx.usedFrontends.get(frontendId(clashOut.address, clashOut.port, proto, SCOPE_EXTERNAL));
+      problem(`${externalName(clashOut.address, clashOut.port, proto)} is already a frontend of ${other}`, portLabel);
+      continue;
+    }
+    if (wanted.length === 0 && outside.length === 0) continue; // no address allocated yet
 
-      // Frontends of this port; a frontend another service already holds is reported. Pods reach
-      // ExternalIPs and LoadBalancer IPs through every endpoint (as kube-proxy short-circuits
-      // them); so does the outside under externalTrafficPolicy Cluster (bpf/host falls back to
-      // the internal entry when it has SVC_EXTERNAL), so only Local needs external entries of its
-      // own for them. NodePorts are external entries always (address 0.0.0.0).
-      const wanted: { address: string; flags: number }[] = [];
-      if (clusterIP) wanted.push({ address: clusterIP, flags: itp === "Local" ? SVC_LOCAL : 0 });
-      for (const ip of [...externalIPs, ...lbIPs]) if (!wanted.some((w) => w.address === ip)) wanted.push({ address: ip, flags: SVC_EXTERNAL });
-      const outside: { address: string; port: number; flags: number }[] = [];
-      const etpFlags = etp === "Local" ? SVC_LOCAL : 0;
-      if (p.nodePort !== undefined && type !== "ClusterIP") outside.push({ address: NODEPORT_ADDRESS, port: p.nodePort, flags: etpFlags });
-      if (etp === "Local") {
-        for (const w of wanted) if (w.flags & SVC_EXTERNAL) outside.push({ address: w.address, port: p.port, flags: SVC_EXTERNAL | SVC_LOCAL });
+    // A stable service id: the one any of these frontends had, unless already taken.
+    const ids = [...wanted.map((w) => frontendId(w.address, p.port, proto)), ...outside.map((o) => frontendId(o.address, o.port, proto, SCOPE_EXTERNAL))];
+    let serviceId: number | undefined;
+    for (const fid of ids) {
+      const old = ctx.prev.services.get(fid);
+      if (old !== undefined && !ctx.claimedIds.has(old)) {
+        serviceId = old;
+        break;
       }
-      const clash = wanted.find((w) => usedFrontends.has(frontendId(w.address, p.port, proto)));
-      if (clash) {
-        problem(`${clash.address}:${p.port}/${proto} is already a frontend of ${usedFrontends.get(frontendId(clash.address, p.port, proto))}`, portLabel);
-        continue;
-      }
-      const clashOut = outside.find((o) => usedFrontends.has(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL)));
-      if (clashOut) {
-        const other = usedFrontends.get(frontendId(clashOut.address, clashOut.port, proto, SCOPE_EXTERNAL));
-        problem(`${externalName(clashOut.address, clashOut.port, proto)} is already a frontend of ${other}`, portLabel);
-        continue;
-      }
-      if (wanted.length === 0 && outside.length === 0) continue; // no address allocated yet
+    }
+    if (serviceId === undefined) serviceId = ctx.nextService++;
+    ctx.claimedIds.add(serviceId);
+    const sid = serviceId;
+    for (const fid of ids) {
+      unit.serviceKeys.push(fid);
+      unit.serviceIds.push(sid);
+    }
 
-      // A stable service id: the one any of these frontends had, unless already taken.
-      const ids = [...wanted.map((w) => frontendId(w.address, p.port, proto)), ...outside.map((o) => frontendId(o.address, o.port, proto, SCOPE_EXTERNAL))];
-      let serviceId: number | undefined;
-      for (const fid of ids) {
-        const old = prev.services.get(fid);
-        if (old !== undefined && !claimedIds.has(old)) {
-          serviceId = old;
-          break;
-        }
-      }
-      if (serviceId === undefined) serviceId = nextService++;
-      claimedIds.add(serviceId);
-      const sid = serviceId;
+    const backends: LbBackend[] = [...resolved.values()].map((r) => {
+      const key = backendId(sid, r.address, r.port, proto);
+      const id = ctx.prev.backends.get(key) ?? ctx.nextBackend++;
+      unit.backendKeys.push(key);
+      unit.backendIds.push(id);
+      return { id, address: r.address, port: r.port, proto, serviceId: sid, flags: (r.ready ? 0 : BE_TERMINATING) | (r.local ? BE_LOCAL : 0) };
+    });
+    backends.sort((a, b) => a.id - b.id);
+    unit.backends.push(...backends);
+    const selectable = backends.filter((b) => !(b.flags & BE_TERMINATING));
+    const local = selectable.filter((b) => b.flags & BE_LOCAL);
 
-      const backends: LbBackend[] = [...resolved.values()].map((r) => {
-        const key = backendId(sid, r.address, r.port, proto);
-        const id = prev.backends.get(key) ?? nextBackend++;
-        return { id, address: r.address, port: r.port, proto, serviceId: sid, flags: (r.ready ? 0 : BE_TERMINATING) | (r.local ? BE_LOCAL : 0) };
+    const baseFlags = (affinityTimeout ? SVC_AFFINITY : 0) | (maglevSize ? SVC_MAGLEV : 0);
+    const service = `${name}:${portLabel}`;
+    for (const w of wanted) {
+      ctx.usedFrontends.set(frontendId(w.address, p.port, proto), service);
+      const chosen = w.flags & SVC_LOCAL ? local : selectable;
+      unit.frontends.push({
+        address: w.address,
+        port: p.port,
+        proto,
+        serviceId: sid,
+        backendIds: chosen.map((b) => b.id),
+        affinityTimeout,
+        maglevSize,
+        flags: baseFlags | w.flags,
+        service,
       });
-      backends.sort((a, b) => a.id - b.id);
-      state.backends.push(...backends);
-      const selectable = backends.filter((b) => !(b.flags & BE_TERMINATING));
-      const local = selectable.filter((b) => b.flags & BE_LOCAL);
-
-      const baseFlags = (affinityTimeout ? SVC_AFFINITY : 0) | (maglevSize ? SVC_MAGLEV : 0);
-      const service = `${name}:${portLabel}`;
-      for (const w of wanted) {
-        usedFrontends.set(frontendId(w.address, p.port, proto), service);
-        const chosen = w.flags & SVC_LOCAL ? local : selectable;
-        state.frontends.push({
-          address: w.address,
-          port: p.port,
-          proto,
-          serviceId: sid,
-          backendIds: chosen.map((b) => b.id),
-          affinityTimeout,
+    }
+    for (const o of outside) {
+      ctx.usedFrontends.set(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL), service);
+      const chosen = o.flags & SVC_LOCAL ? local : selectable;
+      unit.external.push({
+        address: o.address,
+        port: o.port,
+        proto,
+        serviceId: sid,
+        backendIds: chosen.map((b) => b.id),
+        affinityTimeout,
+        maglevSize,
+        flags: baseFlags | o.flags,
+        service,
+        scope: SCOPE_EXTERNAL,
+      });
+    }
+    if (maglevSize) {
+      const scopes: [0 | 1, LbBackend[]][] = [[0, selectable]];
+      if (wanted.some((w) => w.flags & SVC_LOCAL) || outside.some((o) => o.flags & SVC_LOCAL)) scopes.push([1, local]);
+      for (const [scope, list] of scopes) {
+        if (list.length === 0) continue;
+        const idx = maglevTable(
+          list.map((b) => ({ name: `${b.address}:${b.port}` })),
           maglevSize,
-          flags: baseFlags | w.flags,
-          service,
-        });
-      }
-      for (const o of outside) {
-        usedFrontends.set(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL), service);
-        const chosen = o.flags & SVC_LOCAL ? local : selectable;
-        external.push({
-          address: o.address,
-          port: o.port,
-          proto,
-          serviceId: sid,
-          backendIds: chosen.map((b) => b.id),
-          affinityTimeout,
-          maglevSize,
-          flags: baseFlags | o.flags,
-          service,
-          scope: SCOPE_EXTERNAL,
-        });
-      }
-      if (maglevSize) {
-        const scopes: [0 | 1, LbBackend[]][] = [[0, selectable]];
-        if (wanted.some((w) => w.flags & SVC_LOCAL) || outside.some((o) => o.flags & SVC_LOCAL)) scopes.push([1, local]);
-        for (const [scope, list] of scopes) {
-          if (list.length === 0) continue;
-          const idx = maglevTable(
-            list.map((b) => ({ name: `${b.address}:${b.port}` })),
-            maglevSize,
-          );
-          state.maglev.push({ serviceId: sid, scope, backendIds: Uint32Array.from(idx, (i) => (list[i] as LbBackend).id) });
-        }
+        );
+        unit.maglev.push({ serviceId: sid, scope, backendIds: Uint32Array.from(idx, (i) => (list[i] as LbBackend).id) });
       }
     }
   }
-  return { state, problems };
+  return unit;
 }
 
 // ---- map contents ---------------------------------------------------------------------------------
@@ -513,35 +586,164 @@ export function emptyContents(): LbContents {
   return { services: new Map(), backends: new Map(), maglev: new Map() };
 }
 
+// 10k services are ~50k entries, so the hot ones are encoded here without the generic mirror
+// walk; the layout still comes from the mirrors (their offsets and sizes), and a sample of each
+// is compared with the mirror's own encoding when this module loads.
+const HEX2 = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const KEY = lb4Key.offsets as Record<"address" | "dport" | "slot" | "proto" | "scope", number>;
+const SVC = lb4Service.offsets as Record<"service_id" | "backend_id" | "count" | "affinity_timeout" | "maglev_size" | "flags", number>;
+const BE = lb4Backend.offsets as Record<"address" | "port" | "proto" | "flags" | "service_id", number>;
+const SLOT_HEX = 2 * KEY.slot;
+
+/** A validated dotted quad as a host-order u32 whose big-endian bytes are the address. */
+function ipv4Number(ip: string): number {
+  let n = 0;
+  let part = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      n = n * 256 + part;
+      part = 0;
+    } else part = part * 10 + (c - 48);
+  }
+  return n * 256 + part;
+}
+
+/** A frontend's key in hex, split around the slot (u16, little-endian) so slots cost a concatenation. */
+function frontendKeyParts(f: LbFrontend): [string, string] {
+  const b = Buffer.alloc(lb4Key.size);
+  b.writeUInt32BE(ipv4Number(f.address), KEY.address);
+  b.writeUInt16BE(f.port, KEY.dport);
+  b.writeUInt8(PROTO[f.proto], KEY.proto);
+  b.writeUInt8(f.scope ?? SCOPE_INTERNAL, KEY.scope);
+  const hex = b.toString("hex");
+  return [hex.slice(0, SLOT_HEX), hex.slice(SLOT_HEX + 4)];
+}
+
+const slotHex = (slot: number) => (HEX2[slot & 255] as string) + (HEX2[(slot >>> 8) & 255] as string);
+const u32Hex = (n: number) => (HEX2[n & 255] as string) + HEX2[(n >>> 8) & 255] + HEX2[(n >>> 16) & 255] + HEX2[(n >>> 24) & 255];
+
+function entryValue(f: LbFrontend): Buffer {
+  const b = Buffer.alloc(lb4Service.size);
+  b.writeUInt32LE(f.serviceId, SVC.service_id);
+  b.writeUInt32LE(f.backendIds.length, SVC.count);
+  b.writeUInt32LE(f.affinityTimeout, SVC.affinity_timeout);
+  b.writeUInt32LE(f.maglevSize, SVC.maglev_size);
+  b.writeUInt32LE(f.flags, SVC.flags);
+  return b;
+}
+
+function fastSlotValue(serviceId: number, backendId: number): Buffer {
+  const b = Buffer.alloc(lb4Service.size);
+  b.writeUInt32LE(serviceId, SVC.service_id);
+  b.writeUInt32LE(backendId, SVC.backend_id);
+  return b;
+}
+
+function fastBackendValue(be: LbBackend): Buffer {
+  const b = Buffer.alloc(lb4Backend.size);
+  b.writeUInt32BE(ipv4Number(be.address), BE.address);
+  b.writeUInt16BE(be.port, BE.port);
+  b.writeUInt8(PROTO[be.proto], BE.proto);
+  b.writeUInt8(be.flags, BE.flags);
+  b.writeUInt32LE(be.serviceId, BE.service_id);
+  return b;
+}
+
+{
+  const f: LbFrontend = {
+    address: "192.0.2.250",
+    port: 30443,
+    proto: "UDP",
+    serviceId: 0x01020304,
+    backendIds: [7, 8],
+    affinityTimeout: 300,
+    maglevSize: 251,
+    flags: 0x0b,
+    service: "",
+    scope: SCOPE_EXTERNAL,
+  };
+  const be: LbBackend = { id: 0x0a0b0c0d, address: "10.200.255.1", port: 8443, proto: "UDP", serviceId: 0x01020304, flags: 3 };
+  const [pre, post] = frontendKeyParts(f);
+  const same =
+    pre + slotHex(0x0102) + post === serviceKey(f, 0x0102).toString("hex") &&
+    entryValue(f).equals(serviceValue({ serviceId: f.serviceId, count: 2, affinityTimeout: 300, maglevSize: 251, flags: 0x0b })) &&
+    fastSlotValue(f.serviceId, be.id).equals(slotValue(f.serviceId, be.id)) &&
+    fastBackendValue(be).equals(backendValue(be)) &&
+    u32Hex(be.id) === backendKey(be.id).toString("hex");
+  if (!same) throw new Error("services.ts: the fast lb4 encoders disagree with the mirrors in maps/lb.ts");
+}
+
+/** Entries of part of a state (one service's), as parallel key-hex / value lists per map. */
+interface Entries {
+  sk: string[];
+  sv: Buffer[];
+  bk: string[];
+  bv: Buffer[];
+  mk: string[];
+  mv: Buffer[];
+}
+
+function entriesOf(u: {
+  frontends: readonly LbFrontend[];
+  external?: readonly LbFrontend[];
+  backends: readonly LbBackend[];
+  maglev: readonly LbMaglevTable[];
+}): Entries {
+  const e: Entries = { sk: [], sv: [], bk: [], bv: [], mk: [], mv: [] };
+  const frontend = (f: LbFrontend) => {
+    const [pre, post] = frontendKeyParts(f);
+    e.sk.push(pre + slotHex(0) + post);
+    e.sv.push(entryValue(f));
+    for (let i = 0; i < f.backendIds.length; i++) {
+      e.sk.push(pre + slotHex(i + 1) + post);
+      e.sv.push(fastSlotValue(f.serviceId, f.backendIds[i] as number));
+    }
+  };
+  for (const f of u.frontends) frontend(f);
+  for (const f of u.external ?? []) frontend(f);
+  for (const b of u.backends) {
+    e.bk.push(u32Hex(b.id));
+    e.bv.push(fastBackendValue(b));
+  }
+  for (const t of u.maglev) {
+    const chunks = Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
+    for (let c = 0; c < chunks; c++) {
+      e.mk.push(maglevKey(t.serviceId, t.scope, c).toString("hex"));
+      e.mv.push(maglevChunkValue(t.backendIds, c));
+    }
+  }
+  return e;
+}
+
+function addEntries(out: LbContents, e: Entries): void {
+  for (let i = 0; i < e.sk.length; i++) out.services.set(e.sk[i] as string, e.sv[i] as Buffer);
+  for (let i = 0; i < e.bk.length; i++) out.backends.set(e.bk[i] as string, e.bv[i] as Buffer);
+  for (let i = 0; i < e.mk.length; i++) out.maglev.set(e.mk[i] as string, e.mv[i] as Buffer);
+}
+
 export function lbContents(state: LbState): LbContents {
   const out = emptyContents();
-  for (const f of [...state.frontends, ...(state.external ?? [])]) {
-    out.services.set(
-      serviceKey(f, 0).toString("hex"),
-      serviceValue({ serviceId: f.serviceId, count: f.backendIds.length, affinityTimeout: f.affinityTimeout, maglevSize: f.maglevSize, flags: f.flags }),
-    );
-    f.backendIds.forEach((id, i) => {
-      out.services.set(serviceKey(f, i + 1).toString("hex"), slotValue(f.serviceId, id));
-    });
-  }
-  for (const b of state.backends) out.backends.set(backendKey(b.id).toString("hex"), backendValue(b));
-  for (const t of state.maglev) {
-    const chunks = Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
-    for (let c = 0; c < chunks; c++) out.maglev.set(maglevKey(t.serviceId, t.scope, c).toString("hex"), maglevChunkValue(t.backendIds, c));
-  }
+  addEntries(out, entriesOf(state));
   return out;
+}
+
+/** Whether an lb4_services key (hex) is a service entry (slot 0) rather than a backend slot. */
+function isServiceEntry(keyHex: string): boolean {
+  return keyHex.startsWith("0000", SLOT_HEX);
 }
 
 /** The ids pinned maps use (after an agent restart), decoded from their contents. */
 export function idsFromContents(contents: LbContents): LbIds {
   const ids = emptyIds();
   for (const [k, v] of contents.services) {
+    if (!isServiceEntry(k)) continue;
     const key = lb4Key.decode(Buffer.from(k, "hex"));
-    const val = lb4Service.decode(v);
     const proto = protocolName(key.proto);
-    if (key.slot !== 0 || !proto) continue;
-    ids.services.set(frontendId(key.address, key.dport, proto, key.scope), val.service_id);
-    ids.nextService = Math.max(ids.nextService, val.service_id + 1);
+    if (!proto) continue;
+    const serviceId = v.readUInt32LE(SVC.service_id);
+    ids.services.set(frontendId(key.address, key.dport, proto, key.scope), serviceId);
+    ids.nextService = Math.max(ids.nextService, serviceId + 1);
   }
   for (const [k, v] of contents.backends) {
     const id = Buffer.from(k, "hex").readUInt32LE(0);
@@ -554,12 +756,6 @@ export function idsFromContents(contents: LbContents): LbIds {
   return ids;
 }
 
-const SLOT_OFFSET = lb4Key.offsets.slot as number;
-
-function isServiceEntry(keyHex: string): boolean {
-  return Buffer.from(keyHex, "hex").readUInt16LE(SLOT_OFFSET) === 0;
-}
-
 /**
  * The writes that turn `old` into `next`. Order (never a lookup that finds nothing it needs):
  * updates of backends, Maglev chunks, backend slots, then service entries (which publish the new
@@ -568,29 +764,427 @@ function isServiceEntry(keyHex: string): boolean {
  * existing service entry points to disappears before that entry has changed.
  */
 export function lbDiff(old: LbContents, next: LbContents, pinOf: (map: string) => string): MapWrite[] {
-  const updates = (o: Map<string, Buffer>, n: Map<string, Buffer>, map: string, filter: (k: string) => boolean = () => true): MapWrite[] => {
+  const [pS, pB, pM] = [pinOf(LB_MAPS.services), pinOf(LB_MAPS.backends), pinOf(LB_MAPS.maglev)];
+  const up = (o: Map<string, Buffer>, n: Map<string, Buffer>, map: string, split?: MapWrite[]): MapWrite[] => {
     const out: MapWrite[] = [];
     for (const [k, v] of n) {
-      if (!filter(k)) continue;
       const was = o.get(k);
-      if (!was?.equals(v)) out.push({ op: "update", map: pinOf(map), key: Buffer.from(k, "hex"), value: v });
+      if (was?.equals(v)) continue;
+      const w: MapWrite = { op: "update", map, key: Buffer.from(k, "hex"), value: v };
+      (split && isServiceEntry(k) ? split : out).push(w);
     }
     return out;
   };
-  const deletes = (o: Map<string, Buffer>, n: Map<string, Buffer>, map: string, filter: (k: string) => boolean = () => true): MapWrite[] => {
+  const del = (o: Map<string, Buffer>, n: Map<string, Buffer>, map: string, split?: MapWrite[]): MapWrite[] => {
     const out: MapWrite[] = [];
-    for (const k of o.keys()) if (filter(k) && !n.has(k)) out.push({ op: "delete", map: pinOf(map), key: Buffer.from(k, "hex") });
+    for (const k of o.keys()) {
+      if (n.has(k)) continue;
+      const w: MapWrite = { op: "delete", map, key: Buffer.from(k, "hex") };
+      (split && !isServiceEntry(k) ? split : out).push(w);
+    }
     return out;
   };
-  const slot = (k: string) => !isServiceEntry(k);
+  const entryUpdates: MapWrite[] = [];
+  const slotDeletes: MapWrite[] = [];
+  const slotUpdates = up(old.services, next.services, pS, entryUpdates);
+  const entryDeletes = del(old.services, next.services, pS, slotDeletes);
   return [
-    ...updates(old.backends, next.backends, LB_MAPS.backends),
-    ...updates(old.maglev, next.maglev, LB_MAPS.maglev),
-    ...updates(old.services, next.services, LB_MAPS.services, slot),
-    ...updates(old.services, next.services, LB_MAPS.services, isServiceEntry),
-    ...deletes(old.services, next.services, LB_MAPS.services, isServiceEntry),
-    ...deletes(old.services, next.services, LB_MAPS.services, slot),
-    ...deletes(old.maglev, next.maglev, LB_MAPS.maglev),
-    ...deletes(old.backends, next.backends, LB_MAPS.backends),
+    ...up(old.backends, next.backends, pB),
+    ...up(old.maglev, next.maglev, pM),
+    ...slotUpdates,
+    ...entryUpdates,
+    ...entryDeletes,
+    ...slotDeletes,
+    ...del(old.maglev, next.maglev, pM),
+    ...del(old.backends, next.backends, pB),
   ];
+}
+
+// ---- incremental: the same computation, redone only for the services whose inputs changed ---------
+
+/** The fields of a Service that computeService reads (a copy, so later edits of the input show). */
+interface ServiceSnap {
+  algorithm: string | undefined;
+  maglevSize: string | undefined;
+  type: string | undefined;
+  clusterIP: string | undefined;
+  externalIPs: string[] | undefined;
+  ports: ServicePortInput[] | undefined;
+  affinity: string | undefined;
+  timeout: number | undefined;
+  itp: string | undefined;
+  etp: string | undefined;
+  ingress: (string | undefined)[] | undefined;
+}
+
+interface EndpointSnap {
+  address: string | undefined;
+  ready: boolean | null | undefined;
+  serving: boolean | null | undefined;
+  terminating: boolean | null | undefined;
+  nodeName: string | undefined;
+}
+
+/** The fields of an EndpointSlice that computeService reads (membership is its service's key). */
+interface SliceSnap {
+  endpoints: EndpointSnap[];
+  ports: { name: string | null | undefined; port: number | null | undefined; protocol: string | null | undefined }[];
+}
+
+function snapService(svc: ServiceInput): ServiceSnap {
+  const spec = svc.spec ?? {};
+  const ann = svc.metadata.annotations;
+  return {
+    algorithm: ann?.[ANNOTATION_ALGORITHM],
+    maglevSize: ann?.[ANNOTATION_MAGLEV_SIZE],
+    type: spec.type,
+    clusterIP: spec.clusterIP,
+    externalIPs: spec.externalIPs?.slice(),
+    ports: spec.ports?.map((p) => ({ name: p.name, port: p.port, targetPort: p.targetPort, protocol: p.protocol, nodePort: p.nodePort })),
+    affinity: spec.sessionAffinity,
+    timeout: spec.sessionAffinityConfig?.clientIP?.timeoutSeconds,
+    itp: spec.internalTrafficPolicy,
+    etp: spec.externalTrafficPolicy,
+    ingress: svc.status?.loadBalancer?.ingress?.map((i) => i.ip),
+  };
+}
+
+function sameList<T>(a: readonly T[] | undefined, b: readonly T[] | undefined, same: (x: T, y: T) => boolean): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!same(a[i] as T, b[i] as T)) return false;
+  return true;
+}
+
+const sameValue = <T>(x: T, y: T) => x === y;
+
+function sameService(svc: ServiceInput, s: ServiceSnap): boolean {
+  const spec = svc.spec ?? {};
+  const ann = svc.metadata.annotations;
+  return (
+    spec.clusterIP === s.clusterIP &&
+    spec.type === s.type &&
+    spec.sessionAffinity === s.affinity &&
+    spec.sessionAffinityConfig?.clientIP?.timeoutSeconds === s.timeout &&
+    spec.internalTrafficPolicy === s.itp &&
+    spec.externalTrafficPolicy === s.etp &&
+    ann?.[ANNOTATION_ALGORITHM] === s.algorithm &&
+    ann?.[ANNOTATION_MAGLEV_SIZE] === s.maglevSize &&
+    sameList(spec.externalIPs, s.externalIPs, sameValue) &&
+    sameList(
+      spec.ports,
+      s.ports,
+      (p, q) => p.port === q.port && p.name === q.name && p.targetPort === q.targetPort && p.protocol === q.protocol && p.nodePort === q.nodePort,
+    ) &&
+    sameIngress(svc.status?.loadBalancer?.ingress, s.ingress)
+  );
+}
+
+function sameIngress(live: readonly { ip?: string }[] | undefined, snap: readonly (string | undefined)[] | undefined): boolean {
+  if (live === undefined || snap === undefined) return live === snap;
+  if (live.length !== snap.length) return false;
+  for (let i = 0; i < live.length; i++) if (live[i]?.ip !== snap[i]) return false;
+  return true;
+}
+
+function snapSlice(s: EndpointSliceInput): SliceSnap {
+  return {
+    endpoints: (s.endpoints ?? []).map((e) => ({
+      address: e.addresses[0],
+      ready: e.conditions?.ready,
+      serving: e.conditions?.serving,
+      terminating: e.conditions?.terminating,
+      nodeName: e.nodeName,
+    })),
+    ports: (s.ports ?? []).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol })),
+  };
+}
+
+function sameSlice(s: EndpointSliceInput, snap: SliceSnap): boolean {
+  const eps = s.endpoints ?? [];
+  const ports = s.ports ?? [];
+  if (eps.length !== snap.endpoints.length || ports.length !== snap.ports.length) return false;
+  for (let i = 0; i < eps.length; i++) {
+    const e = eps[i] as EndpointInput;
+    const o = snap.endpoints[i] as EndpointSnap;
+    const c = e.conditions;
+    if (e.addresses[0] !== o.address || e.nodeName !== o.nodeName || c?.ready !== o.ready || c?.serving !== o.serving || c?.terminating !== o.terminating) {
+      return false;
+    }
+  }
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i] as NonNullable<EndpointSliceInput["ports"]>[number];
+    const o = snap.ports[i] as SliceSnap["ports"][number];
+    if (p.port !== o.port || p.name !== o.name || p.protocol !== o.protocol) return false;
+  }
+  return true;
+}
+
+/**
+ * Every "address:port/proto" a service could hold a frontend on, in either scope (a superset of
+ * what computeService checks and claims). Two services interact — one's frontend blocks the
+ * other's, or an id moves from one to the other — only if they share one of these.
+ */
+function tokensOf(s: ServiceSnap): string[] {
+  const addresses: string[] = [];
+  if (s.clusterIP) addresses.push(s.clusterIP);
+  for (const ip of s.externalIPs ?? []) addresses.push(ip);
+  for (const ip of s.ingress ?? []) if (ip !== undefined) addresses.push(ip);
+  const out = new Set<string>();
+  for (const p of s.ports ?? []) {
+    const proto = p.protocol ?? "TCP";
+    for (const a of addresses) out.add(`${a}:${p.port}/${proto}`);
+    if (p.nodePort !== undefined) out.add(`${NODEPORT_ADDRESS}:${p.nodePort}/${proto}`);
+  }
+  return [...out];
+}
+
+interface Memo {
+  /** "namespace/name" (with a suffix for a name given twice), and its parts. */
+  key: string;
+  ns: string;
+  name: string;
+  svc: ServiceSnap;
+  slices: SliceSnap[];
+  tokens: string[];
+  unit: ServiceUnit;
+  entries: Entries;
+  /** The update that last saw this service in the inputs, and the input it saw. */
+  seen: number;
+  input: ServiceInput;
+}
+
+export interface LbUpdate {
+  /** The whole state (assembled when first read). */
+  readonly state: LbState;
+  problems: ServiceProblem[];
+  /** What the recomputed services held before and hold now; every other entry is unchanged. */
+  before: LbContents;
+  after: LbContents;
+  /** How many services were recomputed (changed, added, removed, or sharing a frontend with one). */
+  recomputed: number;
+}
+
+function addOwner(index: Map<string, string[]>, token: string, key: string): void {
+  const owners = index.get(token);
+  if (owners) owners.push(key);
+  else index.set(token, [key]);
+}
+
+/**
+ * desiredLb kept up to date: `update` takes the full inputs each time and recomputes only the
+ * services whose inputs (the Service's fields that matter, its EndpointSlices in order) changed,
+ * plus those sharing a frontend address:port with one of them, in namespace/name order — so its
+ * state, problems and ids equal a from-scratch desiredLb given the ids before the update (with
+ * the same next ids), and `before`/`after` cover every key that changed. Ids are never reused:
+ * the next service and backend ids only grow. Pure: no I/O (a memo, no clock, no randomness).
+ */
+export class LbModel {
+  private readonly node: string | undefined;
+  private readonly memo = new Map<string, Memo>();
+  private readonly memoByName: ByName<Memo> = new Map();
+  /** Current services' keys (namespace/name, with a suffix for duplicates) in namespace/name order. */
+  private order: string[] = [];
+  /** address:port/proto → the keys of the services that could claim it. */
+  private readonly tokenIndex = new Map<string, string[]>();
+  private readonly serviceIds: Map<string, number>;
+  private readonly backendIds: Map<string, number>;
+  private nextService: number;
+  private nextBackend: number;
+  private generation = 0;
+  private problems: ServiceProblem[] = [];
+  private state: LbState | undefined = { frontends: [], external: [], backends: [], maglev: [] };
+  /** The units of the last update, in order (the state is assembled from them when read). */
+  private units: ServiceUnit[] = [];
+
+  constructor(opts: LbOptions = {}) {
+    this.node = opts.node;
+    const prev = opts.previous ?? emptyIds();
+    this.serviceIds = new Map(prev.services);
+    this.backendIds = new Map(prev.backends);
+    this.nextService = prev.nextService;
+    this.nextBackend = prev.nextBackend;
+  }
+
+  /** The ids in use and the next ones to give out (copies). */
+  ids(): LbIds {
+    return { services: new Map(this.serviceIds), backends: new Map(this.backendIds), nextService: this.nextService, nextBackend: this.nextBackend };
+  }
+
+  /** The next service and backend ids to give out. */
+  nextIds(): { service: number; backend: number } {
+    return { service: this.nextService, backend: this.nextBackend };
+  }
+
+  /** The complete contents of the current state (as lbContents of it). */
+  contents(): LbContents {
+    const out = emptyContents();
+    for (const key of this.order) addEntries(out, (this.memo.get(key) as Memo).entries);
+    return out;
+  }
+
+  /** The state now, assembled at most once per change and only when read. */
+  private stateGetter(): () => LbState {
+    if (this.state) {
+      const state = this.state;
+      return () => state;
+    }
+    const units = this.units;
+    let state: LbState | undefined;
+    return () => {
+      state ??= assemble(units).state;
+      if (this.units === units) this.state = state;
+      return state;
+    };
+  }
+
+  update(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[]): LbUpdate {
+    const gen = ++this.generation;
+    const bySvc = slicesByService(slices);
+    const added = new Map<string, { ns: string; name: string; svc: ServiceInput }>();
+    const changed: string[] = [];
+    let seen = 0;
+    for (const svc of services) {
+      const ns = svc.metadata.namespace ?? "default";
+      let name = svc.metadata.name;
+      let m = this.memoByName.get(ns)?.get(name);
+      // A name given twice (not possible in Kubernetes) keeps its input order, as desiredLb's stable sort.
+      for (let n = 1; m === undefined ? added.has(`${ns}/${name}`) : m.seen === gen; n++) {
+        name = `${svc.metadata.name}\u0000${n}`;
+        m = this.memoByName.get(ns)?.get(name);
+      }
+      if (m === undefined) {
+        const key = `${ns}/${name}`;
+        added.set(key, { ns, name, svc });
+        changed.push(key);
+        continue;
+      }
+      seen++;
+      m.seen = gen;
+      m.input = svc;
+      if (!sameService(svc, m.svc)) {
+        changed.push(m.key);
+        continue;
+      }
+      const mine = bySvc.get(ns)?.get(svc.metadata.name);
+      const count = mine === undefined ? 0 : mine.length;
+      if (count !== m.slices.length) {
+        changed.push(m.key);
+        continue;
+      }
+      for (let i = 0; i < count; i++) {
+        if (!sameSlice((mine as EndpointSliceInput[])[i] as EndpointSliceInput, m.slices[i] as SliceSnap)) {
+          changed.push(m.key);
+          break;
+        }
+      }
+    }
+    const removed: string[] = [];
+    if (seen !== this.memo.size) for (const m of this.memo.values()) if (m.seen !== gen) removed.push(m.key);
+    if (changed.length === 0 && removed.length === 0) {
+      const state = this.stateGetter();
+      return {
+        get state() {
+          return state();
+        },
+        problems: this.problems,
+        before: emptyContents(),
+        after: emptyContents(),
+        recomputed: 0,
+      };
+    }
+    if (added.size > 0 || removed.length > 0) {
+      const keys = this.order.filter((k) => this.memo.get(k)?.seen === gen);
+      for (const k of added.keys()) keys.push(k);
+      this.order = keys.sort();
+    }
+    const inputOf = (key: string) => added.get(key)?.svc ?? (this.memo.get(key) as Memo).input;
+
+    // Snapshots of the changed inputs, and the closure of services sharing a frontend token.
+    const fresh = new Map<string, { svc: ServiceSnap; slices: SliceSnap[]; tokens: string[] }>();
+    const newOwners = new Map<string, string[]>();
+    for (const key of changed) {
+      const svc = inputOf(key);
+      const snap = snapService(svc);
+      const tokens = tokensOf(snap);
+      fresh.set(key, { svc: snap, slices: slicesOf(bySvc, svc).map(snapSlice), tokens });
+      if (this.memo.size > 0) for (const t of tokens) addOwner(newOwners, t, key); // (from empty: no closure to find)
+    }
+    const dirty = new Set<string>(changed);
+    for (const k of removed) dirty.add(k);
+    // (From empty there is nothing clean to reach.)
+    const queue = this.memo.size > 0 ? [...dirty] : [];
+    const visit = (owners: string[] | undefined) => {
+      if (owners === undefined) return;
+      for (const other of owners) {
+        if (dirty.has(other)) continue;
+        dirty.add(other);
+        queue.push(other);
+      }
+    };
+    for (let key = queue.pop(); key !== undefined; key = queue.pop()) {
+      for (const tokens of [this.memo.get(key)?.tokens, fresh.get(key)?.tokens]) {
+        for (const t of tokens ?? []) {
+          visit(this.tokenIndex.get(t));
+          visit(newOwners.get(t));
+        }
+      }
+    }
+
+    // Recompute the dirty services in namespace/name order against the ids before this update.
+    const pass = newPass({ services: this.serviceIds, backends: this.backendIds, nextService: this.nextService, nextBackend: this.nextBackend }, this.node);
+    const next: Memo[] = [];
+    for (const key of this.order) {
+      if (!dirty.has(key)) continue;
+      const svc = inputOf(key);
+      const f = fresh.get(key) ?? (this.memo.get(key) as Memo);
+      const where = added.get(key) ?? (this.memo.get(key) as Memo);
+      const unit = computeService(svc, nameOf(svc.metadata), slicesOf(bySvc, svc), pass);
+      next.push({ key, ns: where.ns, name: where.name, svc: f.svc, slices: f.slices, tokens: f.tokens, unit, entries: entriesOf(unit), seen: gen, input: svc });
+    }
+    this.nextService = pass.nextService;
+    this.nextBackend = pass.nextBackend;
+
+    // Swap the dirty services' memos, ids and tokens; collect what they held and hold.
+    const before = emptyContents();
+    const after = emptyContents();
+    for (const key of dirty) {
+      const old = this.memo.get(key);
+      if (!old) continue;
+      addEntries(before, old.entries);
+      for (const k of old.unit.serviceKeys) this.serviceIds.delete(k);
+      for (const k of old.unit.backendKeys) this.backendIds.delete(k);
+      for (const t of old.tokens) {
+        const owners = this.tokenIndex.get(t);
+        if (owners === undefined) continue;
+        const rest = owners.filter((o) => o !== key);
+        if (rest.length === 0) this.tokenIndex.delete(t);
+        else this.tokenIndex.set(t, rest);
+      }
+      this.memo.delete(key);
+      this.memoByName.get(old.ns)?.delete(old.name);
+    }
+    for (const m of next) {
+      addEntries(after, m.entries);
+      for (let i = 0; i < m.unit.serviceKeys.length; i++) this.serviceIds.set(m.unit.serviceKeys[i] as string, m.unit.serviceIds[i] as number);
+      for (let i = 0; i < m.unit.backendKeys.length; i++) this.backendIds.set(m.unit.backendKeys[i] as string, m.unit.backendIds[i] as number);
+      for (const t of m.tokens) addOwner(this.tokenIndex, t, m.key);
+      this.memo.set(m.key, m);
+      setIn(this.memoByName, m.ns, m.name, m);
+    }
+    this.state = undefined;
+    this.units = this.order.map((key) => (this.memo.get(key) as Memo).unit);
+    this.problems = [];
+    for (const unit of this.units) for (const p of unit.problems) this.problems.push(p);
+    const state = this.stateGetter();
+    return {
+      get state() {
+        return state();
+      },
+      problems: this.problems,
+      before,
+      after,
+      recomputed: dirty.size,
+    };
+  }
 }

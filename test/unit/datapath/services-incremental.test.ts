@@ -1,0 +1,363 @@
+// The incremental service computation (LbModel in src/datapath/services.ts): a change recomputes
+// and writes only what it touches, and after every update the state, problems, ids and map
+// contents equal a from-scratch desiredLb on the same inputs given the same ids.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { MapWrite } from "../../../src/datapath/loader.ts";
+import { LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../../../src/datapath/maps/lb.ts";
+import {
+  desiredLb,
+  type EndpointInput,
+  type EndpointSliceInput,
+  emptyContents,
+  idsOf,
+  type LbContents,
+  LbModel,
+  lbContents,
+  lbDiff,
+  type ServiceInput,
+} from "../../../src/datapath/services.ts";
+
+const pin = (m: string) => `/pins/maps/${m}`;
+
+function apply(contents: LbContents, ops: MapWrite[]): LbContents {
+  const maps: Record<string, Map<string, Buffer>> = {
+    [pin(LB_MAPS.services)]: new Map(contents.services),
+    [pin(LB_MAPS.backends)]: new Map(contents.backends),
+    [pin(LB_MAPS.maglev)]: new Map(contents.maglev),
+  };
+  for (const op of ops) {
+    const m = maps[op.map] as Map<string, Buffer>;
+    if (op.op === "update") m.set(op.key.toString("hex"), op.value);
+    else m.delete(op.key.toString("hex"));
+  }
+  return {
+    services: maps[pin(LB_MAPS.services)] as Map<string, Buffer>,
+    backends: maps[pin(LB_MAPS.backends)] as Map<string, Buffer>,
+    maglev: maps[pin(LB_MAPS.maglev)] as Map<string, Buffer>,
+  };
+}
+
+/** The service id an lb4_services or lb4_backends write belongs to. */
+function serviceIdOf(op: MapWrite, before: LbContents): number {
+  const value = op.op === "update" ? op.value : (op.map === pin(LB_MAPS.services) ? before.services : before.backends).get(op.key.toString("hex"));
+  assert.ok(value, "a delete names a key that was there");
+  return op.map === pin(LB_MAPS.services) ? lb4Service.decode(value).service_id : lb4Backend.decode(value).service_id;
+}
+
+const svc = (name: string, clusterIP: string, extra: Partial<NonNullable<ServiceInput["spec"]>> = {}): ServiceInput => ({
+  metadata: { namespace: "default", name },
+  spec: { clusterIP, ports: [{ port: 80, targetPort: 8080 }], ...extra },
+});
+const ep = (ip: string, cond: EndpointInput["conditions"] = {}, nodeName = "n1"): EndpointInput => ({ addresses: [ip], conditions: cond, nodeName });
+const slice = (service: string, ips: string[]): EndpointSliceInput => ({
+  metadata: { namespace: "default", name: `${service}-0`, labels: { "kubernetes.io/service-name": service } },
+  addressType: "IPv4",
+  endpoints: ips.map((ip) => ep(ip)),
+  ports: [{ name: "", port: 8080, protocol: "TCP" }],
+});
+
+function fleet(n: number): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
+  const services: ServiceInput[] = [];
+  const slices: EndpointSliceInput[] = [];
+  for (let i = 1; i <= n; i++) {
+    services.push(svc(`s${i}`, `10.96.1.${i}`));
+    slices.push(slice(`s${i}`, [`10.200.${i}.1`, `10.200.${i}.2`]));
+  }
+  return { services, slices };
+}
+
+/** One update, checked against a from-scratch computation; returns the writes and the new contents. */
+function step(model: LbModel, contents: LbContents, services: ServiceInput[], slices: EndpointSliceInput[], node?: string) {
+  const idsBefore = model.ids();
+  const u = model.update(services, slices);
+  const scratch = desiredLb(services, slices, { ...(node ? { node } : {}), previous: idsBefore });
+  assert.deepEqual(u.state, scratch.state);
+  assert.deepEqual(u.problems, scratch.problems);
+  const ops = lbDiff(u.before, u.after, pin);
+  const next = apply(contents, ops);
+  assert.deepEqual(next, lbContents(scratch.state), "the incremental writes reach the from-scratch contents");
+  assert.deepEqual(model.contents(), next);
+  const ids = model.ids();
+  const want = idsOf(scratch.state);
+  assert.deepEqual(ids.services, want.services);
+  assert.deepEqual(ids.backends, want.backends);
+  return { u, ops, contents: next, idsBefore };
+}
+
+describe("incremental service computation", () => {
+  const node = "n1";
+
+  it("nothing changed: nothing recomputed, nothing written", () => {
+    const model = new LbModel({ node });
+    const f = fleet(20);
+    const first = step(model, emptyContents(), f.services, f.slices, node);
+    assert.equal(first.u.recomputed, 20);
+    const again = step(model, first.contents, fleet(20).services, fleet(20).slices, node); // equal inputs, new objects
+    assert.equal(again.u.recomputed, 0);
+    assert.deepEqual(again.ops, []);
+  });
+
+  it("one service's EndpointSlice changes: only that service is recomputed, only its keys are written", () => {
+    const model = new LbModel({ node });
+    const f = fleet(50);
+    const s = step(model, emptyContents(), f.services, f.slices, node);
+    const sid = s.u.state.frontends.find((fe) => fe.service === "default/s7:80")?.serviceId;
+    f.slices[6] = slice("s7", ["10.200.7.1", "10.200.7.9", "10.200.7.10"]);
+    const t = step(model, s.contents, f.services, f.slices, node);
+    assert.equal(t.u.recomputed, 1);
+    assert.ok(t.ops.length > 0);
+    for (const op of t.ops) assert.equal(serviceIdOf(op, s.contents), sid);
+    // Two new backends, slot 2 renamed and slot 3 added, the entry's count, the old backend deleted.
+    assert.equal(t.ops.length, 2 + 2 + 1 + 1);
+  });
+
+  it("a removed service: exactly its keys are deleted", () => {
+    const model = new LbModel({ node });
+    const f = fleet(30);
+    const s = step(model, emptyContents(), f.services, f.slices, node);
+    const sid = s.u.state.frontends.find((fe) => fe.service === "default/s3:80")?.serviceId;
+    const mine = (c: LbContents) =>
+      [...c.services.entries()].filter(([, v]) => lb4Service.decode(v).service_id === sid).length +
+      [...c.backends.entries()].filter(([, v]) => lb4Backend.decode(v).service_id === sid).length;
+    const t = step(
+      model,
+      s.contents,
+      f.services.filter((x) => x.metadata.name !== "s3"),
+      f.slices,
+      node,
+    );
+    assert.equal(t.u.recomputed, 1);
+    assert.ok(t.ops.every((o) => o.op === "delete"));
+    assert.equal(t.ops.length, mine(s.contents));
+    assert.equal(mine(t.contents), 0);
+  });
+
+  it("an edit of an input object in place is seen (inputs are compared, not trusted by identity)", () => {
+    const model = new LbModel({ node });
+    const f = fleet(5);
+    const s = step(model, emptyContents(), f.services, f.slices, node);
+    const ports = f.services[2]?.spec?.ports;
+    assert.ok(ports?.[0]);
+    ports[0].port = 81;
+    const t = step(model, s.contents, f.services, f.slices, node);
+    assert.equal(t.u.recomputed, 1);
+    assert.ok(t.ops.some((o) => o.op === "delete") && t.ops.some((o) => o.op === "update"));
+  });
+
+  it("fields the computation does not read change nothing", () => {
+    const model = new LbModel({ node });
+    const f = fleet(5);
+    const s = step(model, emptyContents(), f.services, f.slices, node);
+    const edited = f.services.map((x) => ({ ...x, metadata: { ...x.metadata, annotations: { "example.com/owner": "team-a" } } }));
+    const t = step(model, s.contents, edited, f.slices, node);
+    assert.equal(t.u.recomputed, 0);
+  });
+
+  it("a frontend taken by an earlier service, and released again: both services are recomputed", () => {
+    const model = new LbModel({ node });
+    const f = fleet(5);
+    let s = step(model, emptyContents(), f.services, f.slices, node);
+    // "a0" sorts first and claims s4's ClusterIP: s4 loses its frontend and reports it.
+    const withClash = [svc("a0", "10.96.1.4"), ...f.services];
+    s = step(model, s.contents, withClash, f.slices, node);
+    assert.equal(s.u.recomputed, 2);
+    assert.deepEqual(
+      s.u.problems.map((p) => `${p.service}:${p.port}: ${p.reason}`),
+      ["default/s4:80: 10.96.1.4:80/TCP is already a frontend of default/a0:80"],
+    );
+    s = step(model, s.contents, f.services, f.slices, node);
+    assert.equal(s.u.recomputed, 2);
+    assert.deepEqual(s.u.problems, []);
+  });
+
+  it("a service replaced by another on the same address keeps the service id (as from scratch)", () => {
+    const model = new LbModel({ node });
+    const f = fleet(3);
+    const s = step(model, emptyContents(), f.services, f.slices, node);
+    const before = s.u.state.frontends.find((fe) => fe.address === "10.96.1.2")?.serviceId;
+    const replaced = [f.services[0] as ServiceInput, svc("z-new", "10.96.1.2"), f.services[2] as ServiceInput];
+    const t = step(model, s.contents, replaced, f.slices, node);
+    assert.equal(t.u.state.frontends.find((fe) => fe.address === "10.96.1.2")?.serviceId, before);
+  });
+
+  it("ids are never reused: a backend that comes back after a removal gets a new id", () => {
+    const model = new LbModel({ node });
+    const f = fleet(2);
+    const s = step(model, emptyContents(), f.services, f.slices, node);
+    const idOf = (st: typeof s, ip: string) => st.u.state.backends.find((b) => b.address === ip)?.id;
+    const old = idOf(s, "10.200.1.2");
+    f.slices[0] = slice("s1", ["10.200.1.1"]);
+    const t = step(model, s.contents, f.services, f.slices, node);
+    f.slices[0] = slice("s1", ["10.200.1.1", "10.200.1.2"]);
+    const u = step(model, t.contents, f.services, f.slices, node);
+    assert.notEqual(idOf(u, "10.200.1.2"), old);
+    assert.ok((idOf(u, "10.200.1.2") as number) > Math.max(...s.u.state.backends.map((b) => b.id)));
+  });
+});
+
+// ---- random edit sequences ------------------------------------------------------------------------
+
+/** mulberry32: a small seeded generator, so a failure replays. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Shape {
+  name: string;
+  ip: number;
+  type: "ClusterIP" | "NodePort";
+  nodePort: number;
+  port: number;
+  udp: boolean;
+  named: boolean;
+  affinity: boolean;
+  maglev: 0 | 7 | 13 | 4;
+  itpLocal: boolean;
+  etpLocal: boolean;
+  external: number[];
+  /** endpoint i: [address suffix, state (0 ready, 1 terminating, 2 not ready), node] */
+  endpoints: [number, number, string][];
+  sliceTarget: number | null;
+}
+
+function build(shapes: Shape[]): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
+  const services: ServiceInput[] = [];
+  const slices: EndpointSliceInput[] = [];
+  for (const s of shapes) {
+    const proto = s.udp ? "UDP" : "TCP";
+    services.push({
+      metadata: {
+        namespace: "default",
+        name: s.name,
+        ...(s.maglev ? { annotations: { "service.weft.io/lb-algorithm": "maglev", "service.weft.io/maglev-table-size": String(s.maglev) } } : {}),
+      },
+      spec: {
+        type: s.type,
+        clusterIP: `10.96.0.${s.ip}`,
+        ...(s.external.length ? { externalIPs: s.external.map((e) => `192.0.2.${e}`) } : {}),
+        ports: [{ port: s.port, targetPort: s.named ? "http" : 8080, protocol: proto, ...(s.type === "NodePort" ? { nodePort: s.nodePort } : {}) }],
+        ...(s.affinity ? { sessionAffinity: "ClientIP" } : {}),
+        ...(s.itpLocal ? { internalTrafficPolicy: "Local" } : {}),
+        ...(s.etpLocal ? { externalTrafficPolicy: "Local" } : {}),
+      },
+    });
+    if (s.sliceTarget === null) continue;
+    slices.push({
+      metadata: { namespace: "default", name: `${s.name}-0`, labels: { "kubernetes.io/service-name": s.name } },
+      addressType: "IPv4",
+      endpoints: s.endpoints.map(([a, st, n]) =>
+        ep(`10.200.0.${a}`, st === 0 ? {} : st === 1 ? { ready: false, serving: true, terminating: true } : { ready: false, serving: false }, n),
+      ),
+      ports: [{ name: "", port: s.sliceTarget, protocol: proto }],
+    });
+  }
+  return { services, slices };
+}
+
+describe("incremental equals from scratch over random edit sequences", () => {
+  for (const seed of [1, 2, 3]) {
+    it(`200 random edits (seed ${seed}): state, problems, ids and contents equal a from-scratch compute`, () => {
+      const r = rng(seed);
+      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
+      const int = (n: number) => Math.floor(r() * n);
+      let counter = 0;
+      const fresh = (): Shape => ({
+        name: `svc-${String(counter++).padStart(3, "0")}`,
+        ip: 1 + int(25), // a small pool: clashes happen
+        type: "ClusterIP",
+        nodePort: 30000 + int(6),
+        port: pick([80, 443]),
+        udp: false,
+        named: false,
+        affinity: false,
+        maglev: 0,
+        itpLocal: false,
+        etpLocal: false,
+        external: [],
+        endpoints: [
+          [1 + int(40), 0, "n1"],
+          [1 + int(40), 0, "n2"],
+        ],
+        sliceTarget: 8080,
+      });
+      const shapes: Shape[] = Array.from({ length: 20 }, fresh);
+      const node = "n1";
+      const model = new LbModel({ node });
+      let contents = emptyContents();
+      let prevIds = new Map<string, number>();
+      let handedOut = { service: 0, backend: 0 };
+      let recomputed = 0;
+      const t0 = performance.now();
+      for (let i = 0; i < 200; i++) {
+        const s = pick(shapes);
+        const edit = int(16);
+        if (edit === 0 && shapes.length < 40) shapes.push(fresh());
+        else if (edit === 1 && shapes.length > 5) shapes.splice(shapes.indexOf(s), 1);
+        else if (edit === 2) s.ip = 1 + int(25);
+        else if (edit === 3) s.type = s.type === "NodePort" ? "ClusterIP" : "NodePort";
+        else if (edit === 4) s.nodePort = 30000 + int(6);
+        else if (edit === 5) s.udp = !s.udp;
+        else if (edit === 6) s.named = !s.named;
+        else if (edit === 7) s.affinity = !s.affinity;
+        else if (edit === 8) s.maglev = pick([0, 7, 13, 4] as const);
+        else if (edit === 9) s.itpLocal = !s.itpLocal;
+        else if (edit === 10) s.etpLocal = !s.etpLocal;
+        else if (edit === 11) s.external = s.external.length ? [] : [1 + int(4)];
+        else if (edit === 12) s.sliceTarget = pick([8080, 9090, null]);
+        else if (edit === 13 && s.endpoints.length) s.endpoints.splice(int(s.endpoints.length), 1);
+        else if (edit === 14) s.endpoints.push([1 + int(40), int(3), pick(["n1", "n2"])]);
+        else {
+          const e = s.endpoints[int(Math.max(1, s.endpoints.length))];
+          if (e) e[1] = int(3);
+        }
+        const { services, slices } = build(shapes);
+        const res = step(model, contents, services, slices, node);
+        contents = res.contents;
+        recomputed += res.u.recomputed;
+        // Stable ids: what existed keeps its id; anything new gets one never handed out before.
+        const ids = model.ids();
+        for (const [k, id] of ids.backends) {
+          const was = prevIds.get(k);
+          if (was !== undefined) assert.equal(id, was, `backend ${k} kept its id`);
+          else assert.ok(id >= handedOut.backend, `backend ${k}: new id ${id} was never used`);
+        }
+        for (const [fid, sid] of ids.services) {
+          if (res.idsBefore.services.has(fid)) continue;
+          assert.ok(
+            sid >= handedOut.service || [...res.idsBefore.services.values()].includes(sid),
+            `frontend ${fid}: id ${sid} is new or moved with a frontend`,
+          );
+        }
+        prevIds = ids.backends;
+        handedOut = { service: res.idsBefore.nextService, backend: res.idsBefore.nextBackend };
+      }
+      const ms = performance.now() - t0;
+      console.log(`seed ${seed}: 200 steps in ${ms.toFixed(0)} ms, ${recomputed} services recomputed in all (of ~${200 * 20})`);
+      assert.ok(recomputed < 200 * 20, "most services are reused");
+      assert.ok(ms < 60_000);
+    });
+  }
+});
+
+describe("incremental: lb4 key layout of the writes", () => {
+  it("every key of the writes decodes and names a known frontend", () => {
+    const model = new LbModel({});
+    const f = fleet(3);
+    const u = model.update(f.services, f.slices);
+    for (const op of lbDiff(u.before, u.after, pin)) {
+      if (op.map !== pin(LB_MAPS.services)) continue;
+      const k = lb4Key.decode(op.key);
+      assert.ok(k.address.startsWith("10.96.1."));
+      assert.equal(k.dport, 80);
+    }
+  });
+});
