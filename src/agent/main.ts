@@ -23,7 +23,7 @@ import { formatLabel } from "../policy/selectors.ts";
 import { l7Policies, TYPE, type XdsResource } from "../xds/resources.ts";
 import { XdsServer } from "../xds/server.ts";
 import { type LocalEndpoint, NodeDatapath } from "./datapath.ts";
-import { type ClusterView, desiredIpcache, podIdentity, readView } from "./view.ts";
+import { type ClusterView, desiredIpcache, podIdentity, ViewReader } from "./view.ts";
 
 const LOOP_MS = 200;
 const FLOW_RING_SIZE = 65536;
@@ -77,6 +77,7 @@ export interface AgentHealth {
 class Agent {
   private readonly store;
   private readonly dp: NodeDatapath;
+  private readonly views: ViewReader;
   private readonly ring = new FlowRing(FLOW_RING_SIZE);
   private view?: ClusterView;
   private identities = new Map<number, Identity>();
@@ -92,6 +93,7 @@ class Agent {
   ) {
     this.store = openStore(cfg.name);
     this.dp = new NodeDatapath(cfg, node, log);
+    this.views = new ViewReader(this.store, cfg);
     const now = new Date().toISOString();
     this.health = {
       node: node.name,
@@ -117,7 +119,7 @@ class Agent {
 
   /** One pass: read the cluster, compile, and bring every map to what it asks for. */
   async syncOnce(): Promise<void> {
-    const view = readView(this.store, this.cfg);
+    const view = this.views.read();
     this.view = view;
     const fingerprint = hashOf([view.revision, view.pods.map((p) => [p.uid, p.podIP, p.ready, p.terminating, p.node, p.desired.labels]), view.slices], 16);
     this.health.storeRevision = view.revision;

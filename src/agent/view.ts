@@ -32,10 +32,17 @@ export interface ClusterView {
   policyProblems: string[];
 }
 
-export function readView(store: Store, cfg: ClusterConfig): ClusterView {
+interface StoredObjects {
+  revision: number;
+  services: K8sObject[];
+  namespaces: K8sObject[];
+  identities: Map<number, Identity>;
+  policies: Policy[];
+  policyProblems: string[];
+}
+
+function readObjects(store: Store): StoredObjects {
   const revision = store.revision();
-  const pods = readNodeStatuses(cfg.stateDir).flatMap((s) => s.pods);
-  const services = store.list("Service");
   const policies: Policy[] = [];
   const policyProblems: string[] = [];
   for (const kind of POLICY_KINDS) {
@@ -47,14 +54,36 @@ export function readView(store: Store, cfg: ClusterConfig): ClusterView {
   }
   return {
     revision,
-    services,
-    slices: endpointSlices(services, pods),
+    services: store.list("Service"),
     namespaces: store.list("Namespace"),
     identities: identityTable(store.list("CiliumIdentity")),
-    pods,
     policies,
     policyProblems,
   };
+}
+
+/**
+ * Reads views; the objects are parsed again only when the store's revision moved (only
+ * `weft apply`/`delete` change them), the pods' status on every read (kubelets change it).
+ */
+export class ViewReader {
+  private objects?: StoredObjects;
+
+  constructor(
+    private readonly store: Store,
+    private readonly cfg: ClusterConfig,
+  ) {}
+
+  read(): ClusterView {
+    const revision = this.store.revision();
+    if (!this.objects || this.objects.revision !== revision) this.objects = readObjects(this.store);
+    const pods = readNodeStatuses(this.cfg.stateDir).flatMap((s) => s.pods);
+    return { ...this.objects, pods, slices: endpointSlices(this.objects.services, pods) };
+  }
+}
+
+export function readView(store: Store, cfg: ClusterConfig): ClusterView {
+  return new ViewReader(store, cfg).read();
 }
 
 /** A pod's identity from its labels (cluster-wide numbers; undefined until `apply` numbered it). */
