@@ -31,6 +31,24 @@ export interface Endpoint {
   ID?: number;
 }
 
+/** Hubble's L7 record (flow.proto Layer7/HTTP, as JSON). */
+export interface HttpHeader {
+  key: string;
+  value: string;
+}
+export interface L7Http {
+  code: number;
+  method: string;
+  url: string;
+  protocol: string;
+  headers?: HttpHeader[];
+}
+export interface Layer7 {
+  type: "REQUEST" | "RESPONSE" | "SAMPLE";
+  latency_ns: number;
+  http?: L7Http;
+}
+
 export interface Flow {
   /** RFC 3339 with nanoseconds, as Hubble's JSON. */
   time: string;
@@ -42,7 +60,9 @@ export interface Flow {
   l4?: Layer4;
   source: Endpoint;
   destination: Endpoint;
-  Type: "L3_L4";
+  Type: "L3_L4" | "L7";
+  /** Type "L7": the proxy's record of one request. */
+  l7?: Layer7;
   traffic_direction: TrafficDirection;
   node_name: string;
   /** "policy-verdict:L3-L4 INGRESS ALLOWED"-style summary as hubble's `observe` prints it. */
@@ -120,4 +140,38 @@ function summary(f: Flow, type: number): string {
   const kind = type === EventType.policyVerdict ? "policy-verdict" : type === EventType.drop ? "drop" : "trace";
   const what = f.verdict === "DROPPED" ? "DENIED" : f.verdict === "AUDIT" ? "AUDITED" : "ALLOWED";
   return `${kind} ${f.traffic_direction} ${what}${f.drop_reason_desc ? ` (${f.drop_reason_desc})` : ""}`;
+}
+
+/** What the proxy knows about one request when it records it. */
+export interface L7HttpEvent {
+  time: Date;
+  verdict: Verdict;
+  direction: TrafficDirection;
+  nodeName: string;
+  source: { ip: string; port: number; identity: number };
+  destination: { ip: string; port: number; identity: number };
+  /** RESPONSE when an answer (the upstream's or the proxy's own) was sent; REQUEST when none was. */
+  type: "REQUEST" | "RESPONSE";
+  latencyNs: number;
+  http: L7Http;
+}
+
+/** One Flow of Type "L7" from one proxied (or refused) request. */
+export function l7HttpFlow(e: L7HttpEvent): Flow {
+  const flow: Flow = {
+    time: e.time.toISOString(),
+    verdict: e.verdict,
+    IP: { source: e.source.ip, destination: e.destination.ip, ipVersion: "IPv4" },
+    l4: { TCP: { source_port: e.source.port, destination_port: e.destination.port } },
+    source: { identity: e.source.identity },
+    destination: { identity: e.destination.identity },
+    Type: "L7",
+    traffic_direction: e.direction,
+    node_name: e.nodeName,
+    l7: { type: e.type, latency_ns: e.latencyNs, http: e.http },
+    event_type: { type: 129 },
+  };
+  const what = e.verdict === "DROPPED" ? "DENIED" : "ALLOWED";
+  flow.Summary = `${e.http.protocol} ${e.http.code || "-"} ${Math.round(e.latencyNs / 1e6)}ms (${e.http.method} ${e.http.url}) ${what}`;
+  return flow;
 }

@@ -1,20 +1,26 @@
-// The node's L7 proxy process. It receives its listening socket from the supervisor. Until the
-// agent configures it (xDS, a later issue), it holds no policy, so it fails closed: every
-// connection it is handed is refused.
+// `weft proxy`: one proxy worker run by hand (the supervisor forks src/proxy/worker.ts itself). It
+// takes its listening socket from a parent over IPC, as the supervisor's workers do, and its
+// configuration from the node agent's xDS socket.
 
-import type net from "node:net";
+import { join } from "node:path";
+import { loadClusterConfig, runDir } from "../cluster/state.ts";
 import { createLogger } from "../core/log.ts";
+import { runWorker } from "./worker.ts";
 
 export async function runProxy(cluster: string, node: string): Promise<void> {
+  const cfg = loadClusterConfig(cluster);
+  const dir = runDir(cfg.stateDir, node);
   const log = createLogger(process.stderr, { component: "proxy", cluster, node });
-  await new Promise<void>((resolve) => {
-    process.on("message", (msg, handle) => {
-      if (msg !== "listener" || !handle) return;
-      const server = handle as net.Server;
-      server.on("connection", (socket: net.Socket) => socket.destroy());
-      log.info("proxy serving listener from supervisor", { pid: process.pid });
-    });
-    process.on("SIGTERM", () => resolve());
-    process.on("disconnect", () => resolve());
-  });
+  await runWorker(
+    {
+      nodeId: node,
+      xdsTarget: `unix://${join(dir, "xds.sock")}`,
+      redirects: process.env.WEFT_PROXY_REDIRECTS ? { kind: "file", path: process.env.WEFT_PROXY_REDIRECTS } : { kind: "kernel" },
+      ports: process.env.WEFT_PROXY_REDIRECTS ? { kind: "memory" } : { kind: "kernel" },
+      portRange: [20000, 29999],
+      flowSocket: join(dir, "agent.sock"),
+    },
+    { index: 0, count: 1 },
+    log,
+  );
 }
