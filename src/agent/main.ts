@@ -6,6 +6,7 @@ import { rmSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import type { ClusterConfig, NodeConfig } from "../cluster/config.ts";
+import { cgroupDir } from "../cluster/config.ts";
 import { hashOf } from "../cluster/schedule.ts";
 import { loadClusterConfig, runDir } from "../cluster/state.ts";
 import { openStore, writeAtomic } from "../cluster/store.ts";
@@ -15,11 +16,13 @@ import { decodeEvent, monotonicToDate } from "../datapath/events.ts";
 import { requireKernelFeatures } from "../datapath/features.ts";
 import { openRingBuffer, pins } from "../datapath/loader.ts";
 import { EVENTS_LOST_MAP, EVENTS_MAP } from "../datapath/maps/events.ts";
+import { enableRedirect } from "../datapath/redirect.ts";
 import { type Endpoint, type Flow, flowFromEvent, type Verdict } from "../observe/flow.ts";
 import { FlowRing } from "../observe/flow-ring.ts";
 import { compilePolicies, type SubjectPolicy, selectorCidrs } from "../policy/compile.ts";
 import { allocateIdentities, type Identity, LOCAL_IDENTITY_SCOPE } from "../policy/identity.ts";
 import { formatLabel } from "../policy/selectors.ts";
+import { PROXY_PORT } from "../proxy/supervisor.ts";
 import { l7Policies, TYPE, type XdsResource } from "../xds/resources.ts";
 import { XdsServer } from "../xds/server.ts";
 import { type LocalEndpoint, NodeDatapath } from "./datapath.ts";
@@ -27,6 +30,25 @@ import { type ClusterView, desiredIpcache, podIdentity, ViewReader } from "./vie
 
 const LOOP_MS = 200;
 const FLOW_RING_SIZE = 65536;
+
+/** GET a JSON document over a Unix socket; undefined when nothing answers. */
+function unixGet<T>(socketPath: string, path: string): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const req = http.get({ socketPath, path, timeout: 1000 }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => {
+        try {
+          resolve(JSON.parse(body) as T);
+        } catch {
+          resolve(undefined);
+        }
+      });
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(undefined));
+  });
+}
 
 export function agentSocket(stateDir: string, node: string): string {
   return join(runDir(stateDir, node), "agent.sock");
@@ -69,6 +91,8 @@ export interface AgentHealth {
   /** The store revision whose policies, services and endpoints this node's datapath enforces. */
   policyRevision: number;
   error?: string;
+  /** L7-policed connections are steered into the node's proxy. */
+  redirect?: boolean;
   serviceProblems: string[];
   policyProblems: string[];
   flows: { seen: number; lost: number };
@@ -162,9 +186,32 @@ class Agent {
   private lastProblems = new Set<string>();
   private xds?: XdsServer;
 
+  private redirectOn = false;
+
+  /**
+   * Turns L7 redirection on once the node's proxy serves (its supervisor reports a ready worker).
+   * Never turned off again by the agent: a proxy that goes down means connections wait in its
+   * listener's backlog or are refused, never a bypass.
+   */
+  async ensureRedirect(): Promise<void> {
+    if (this.redirectOn) return;
+    const workers = await unixGet<{ ready: number }>(join(runDir(this.cfg.stateDir, this.node.name), "proxy-admin.sock"), "/workers");
+    if (!workers || workers.ready < 1) return;
+    await enableRedirect(this.dp.root, { address: this.node.gatewayIP, port: PROXY_PORT, cgroup: cgroupDir(this.cfg.name, this.node.name, "proxy") });
+    this.redirectOn = true;
+    this.health.redirect = true;
+    this.log.info("L7 redirection enabled", { proxy: `${this.node.gatewayIP}:${PROXY_PORT}` });
+  }
+
   /** Flows the node's proxy reports (L7). */
   pushFlows(flows: Flow[]): void {
-    for (const f of flows) this.ring.push(f);
+    for (const f of flows) {
+      // The proxy knows addresses and identities; names and labels come from the agent's view.
+      if (!f.source?.pod_name && f.IP?.source) f.source = { ...this.endpointOf(f.source?.identity ?? 0, f.IP.source), ...f.source };
+      if (!f.destination?.pod_name && f.IP?.destination)
+        f.destination = { ...this.endpointOf(f.destination?.identity ?? 0, f.IP.destination), ...f.destination };
+      this.ring.push(f);
+    }
   }
 
   /** After a failed write, what is pinned is the truth: re-read it on the next pass. */
@@ -295,6 +342,7 @@ export async function runAgent(cluster: string, nodeName: string): Promise<void>
   for (; !stopping; ) {
     try {
       await agent.syncOnce();
+      await agent.ensureRedirect();
       agent.health.error = undefined;
     } catch (err) {
       agent.health.error = isWeftError(err) ? err.message : String(err);

@@ -6,8 +6,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createLogger, type Logger } from "../core/log.ts";
+import { transparentListenerArgv } from "../datapath/loader.ts";
+import { PROXY_PORT } from "../proxy/supervisor.ts";
 import { ensureCgroup, killCgroup, podCgroup, removeCgroupTree } from "./cgroup.ts";
 import { type ClusterConfig, cgroupDir, type NodeConfig, podNetns, podVethName } from "./config.ts";
 import { resolveCommand, WEFT_BIN } from "./images.ts";
@@ -106,8 +109,17 @@ export class Kubelet {
     this.components.set(name, state);
     const cg = ensureCgroup(cgroupDir(this.cfg.name, this.node.name, name === "proxy-supervisor" ? "proxy" : name));
     const logFd = openSync(join(logDir(this.cfg.stateDir, "nodes", this.node.name), `${name}.log`), "a");
-    const [cmd, argv] = spawnIn(cg, undefined, [process.execPath, WEFT_BIN, ...args]);
-    const child = spawn(cmd, argv, { stdio: ["ignore", logFd, logFd], env: process.env });
+    let program = [process.execPath, WEFT_BIN, ...args];
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    if (name === "proxy-supervisor") {
+      // The proxy's listener is made with IP_TRANSPARENT by the loader helper and inherited at fd 3.
+      program = transparentListenerArgv("0.0.0.0", PROXY_PORT, 3, program);
+      env.WEFT_PROXY_LISTEN_FD = "3";
+      // The nodes share this machine's cores.
+      env.WEFT_PROXY_WORKERS ??= String(Math.max(1, Math.floor(availableParallelism() / this.cfg.nodes.length)));
+    }
+    const [cmd, argv] = spawnIn(cg, undefined, program);
+    const child = spawn(cmd, argv, { stdio: ["ignore", logFd, logFd], env });
     closeSync(logFd);
     state.child = child;
     state.healthy = true;

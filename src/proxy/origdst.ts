@@ -4,6 +4,7 @@
 // traffic it carries. In-memory and JSON-file sources serve tests; the kernel source is an adapter.
 
 import { readFileSync, statSync } from "node:fs";
+import { KernelRedirects } from "./kernel.ts";
 
 export type L7DirectionName = "ingress" | "egress";
 
@@ -130,12 +131,9 @@ export class FileRedirects implements Redirects {
  * (lookupOrigin dumps the whole map). Until wired, no connection has a record, so every
  * connection is refused (fail closed, as the proxy behaved before it had a source).
  */
-export function kernelRedirects(): Redirects {
-  return { lookup: () => undefined };
-}
 
-export type RedirectSource = { kind: "file"; path: string } | { kind: "kernel" };
+export type RedirectSource = { kind: "file"; path: string } | { kind: "kernel"; root: string };
 
 export function openRedirects(src: RedirectSource): Redirects {
-  return src.kind === "file" ? new FileRedirects(src.path) : kernelRedirects();
+  return src.kind === "file" ? new FileRedirects(src.path) : new KernelRedirects(src.root);
 }

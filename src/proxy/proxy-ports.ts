@@ -4,8 +4,11 @@
 // workers never declare the same port. In-memory source for tests; the kernel map is an adapter.
 
 import { WeftError } from "../core/errors.ts";
+import { KernelProxyPorts } from "./kernel.ts";
 
 export interface ProxyPorts {
+  /** The address upstream connections bind to (the kernel's port map is keyed by address and port). */
+  readonly localAddress?: string;
   /** A promise (a map write) is awaited before the connection's SYN is sent. */
   register(localPort: number, identity: number): void | Promise<void>;
   release(localPort: number): void | Promise<void>;
@@ -24,21 +27,10 @@ export class MemoryProxyPorts implements ProxyPorts {
   }
 }
 
-/**
- * ADAPTER POINT: the datapath's port → identity map (src/datapath/redirect.ts:
- * `registerUpstream(root, {address, port}, identity)` before connect, `unregisterUpstream` after
- * close; its key includes the local address, so the pools must then bind an explicit local address
- * too). Until wired, declarations are kept in memory only; no connection is served meanwhile
- * (kernelRedirects() has no records), so nothing leaves unattributed.
- */
-export function kernelProxyPorts(): ProxyPorts {
-  return new MemoryProxyPorts();
-}
-
-export type ProxyPortsSource = { kind: "memory" } | { kind: "kernel" };
+export type ProxyPortsSource = { kind: "memory" } | { kind: "kernel"; root: string; address: string };
 
 export function openProxyPorts(src: ProxyPortsSource): ProxyPorts {
-  return src.kind === "memory" ? new MemoryProxyPorts() : kernelProxyPorts();
+  return src.kind === "memory" ? new MemoryProxyPorts() : new KernelProxyPorts(src.root, src.address);
 }
 
 /**

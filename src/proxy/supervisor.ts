@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { loadClusterConfig, runDir } from "../cluster/state.ts";
 import { WeftError } from "../core/errors.ts";
 import { createLogger, type Logger } from "../core/log.ts";
+import { pinRoot } from "../datapath/loader.ts";
 import type { SupervisorMessage, WorkerMessage, WorkerOptions } from "./worker.ts";
 
 export const PROXY_PORT = 15001;
@@ -20,6 +21,8 @@ export interface SupervisorOptions {
   host: string;
   /** 0: any free port (tests); read it back from `port`. */
   port: number;
+  /** A listening socket inherited at this file descriptor (host and port are then only labels). */
+  fd?: number;
   /** Worker processes; default the node's cores. */
   workers?: number;
   worker: WorkerOptions;
@@ -65,8 +68,10 @@ export class Supervisor {
     const log = opts.log ?? createLogger(process.stderr, { component: "proxy-supervisor", node: opts.worker.nodeId });
     // Bound, not listening: the first worker's listen() puts the socket in LISTEN; it stays so while
     // this process holds it, whatever happens to the workers.
-    const create = (net as unknown as { _createServerHandle(host: string, port: number, family: number): TcpHandle | number })._createServerHandle;
-    const handle = create(opts.host, opts.port, net.isIPv6(opts.host) ? 6 : 4);
+    const create = (net as unknown as { _createServerHandle(host: string | null, port: number | null, family: number, fd?: number): TcpHandle | number })
+      ._createServerHandle;
+    // An inherited socket (made with IP_TRANSPARENT by the loader helper, which Node cannot set) or our own.
+    const handle = opts.fd !== undefined ? create(null, null, 4, opts.fd) : create(opts.host, opts.port, net.isIPv6(opts.host) ? 6 : 4);
     if (typeof handle === "number") throw new WeftError("WEFT_PREREQ_MISSING", `cannot bind ${opts.host}:${opts.port} (errno ${handle})`, "proxy-supervisor");
     const s = new Supervisor(opts, handle, log);
     for (let i = 0; i < s.children.length; i++) s.startWorker(i);
@@ -179,25 +184,37 @@ export class Supervisor {
   }
 }
 
-/** The node's supervisor as `weft up` runs it: paths from the cluster's state, config from the agent's xDS. */
+/** A node's worker options as `weft up` runs them: paths from the cluster's state, config from the agent's xDS. */
+export function nodeWorkerOptions(cluster: string, node: string): WorkerOptions {
+  const cfg = loadClusterConfig(cluster);
+  const dir = runDir(cfg.stateDir, node);
+  const root = pinRoot(cfg.name, node);
+  const gateway = cfg.nodes.find((n) => n.name === node)?.gatewayIP ?? "0.0.0.0";
+  const file = process.env.WEFT_PROXY_REDIRECTS;
+  return {
+    nodeId: node,
+    xdsTarget: `unix://${join(dir, "xds.sock")}`,
+    // The kernel's redirect records and upstream port map, pinned under the node's root.
+    redirects: file ? { kind: "file", path: file } : { kind: "kernel", root },
+    ports: file ? { kind: "memory" } : { kind: "kernel", root, address: gateway },
+    portRange: [20000, 29999],
+    flowSocket: join(dir, "agent.sock"),
+  };
+}
+
+/** The node's supervisor as `weft up` runs it; the listening socket may be inherited (WEFT_PROXY_LISTEN_FD). */
 export async function runSupervisor(cluster: string, node: string, port = PROXY_PORT): Promise<void> {
   const cfg = loadClusterConfig(cluster);
   const dir = runDir(cfg.stateDir, node);
   const workers = Number(process.env.WEFT_PROXY_WORKERS ?? os.availableParallelism());
+  const inherited = process.env.WEFT_PROXY_LISTEN_FD ? Number(process.env.WEFT_PROXY_LISTEN_FD) : undefined;
   const s = await Supervisor.start({
     host: "0.0.0.0",
     port,
+    ...(inherited !== undefined ? { fd: inherited } : {}),
     workers,
     adminSocket: join(dir, "proxy-admin.sock"),
-    worker: {
-      nodeId: node,
-      xdsTarget: `unix://${join(dir, "xds.sock")}`,
-      // ADAPTER POINTS: the kernel's redirect records and port map (src/datapath/, in progress).
-      redirects: process.env.WEFT_PROXY_REDIRECTS ? { kind: "file", path: process.env.WEFT_PROXY_REDIRECTS } : { kind: "kernel" },
-      ports: process.env.WEFT_PROXY_REDIRECTS ? { kind: "memory" } : { kind: "kernel" },
-      portRange: [20000, 29999],
-      flowSocket: join(dir, "agent.sock"),
-    },
+    worker: nodeWorkerOptions(cluster, node),
   });
   await new Promise<void>((resolve) => process.once("SIGTERM", () => resolve()));
   await s.close();

@@ -109,7 +109,13 @@ export class H1Pool {
   private dial(cluster: ClusterRuntime, h: UpstreamHost, identity: number, key: string, attempt: number, port: number): Promise<H1Connection> {
     this.stats.upstream_cx_total++;
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: h.ip, port: h.port, localPort: port, noDelay: true });
+      const socket = net.connect({
+        host: h.ip,
+        port: h.port,
+        localPort: port,
+        noDelay: true,
+        ...(this.ports.localAddress ? { localAddress: this.ports.localAddress } : {}),
+      });
       const conn = new H1Connection(socket, key, port, cluster);
       let connected = false;
       const timer = setTimeout(() => socket.destroy(new Error(`connect timeout after ${cluster.connectTimeoutMs} ms`)), cluster.connectTimeoutMs);

@@ -30,7 +30,14 @@ export class H2Pool {
     this.stats.upstream_cx_total++;
     this.stats.upstream_cx_active++;
     const s = http2.connect(`http://${h.address}`, {
-      createConnection: () => net.connect({ host: h.ip, port: h.port, localPort: port, noDelay: true }),
+      createConnection: () =>
+        net.connect({
+          host: h.ip,
+          port: h.port,
+          localPort: port,
+          noDelay: true,
+          ...(this.ports.localAddress ? { localAddress: this.ports.localAddress } : {}),
+        }),
       peerMaxConcurrentStreams: 1000,
     });
     let released = false;
