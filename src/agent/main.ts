@@ -12,6 +12,7 @@ import { loadClusterConfig, runDir } from "../cluster/state.ts";
 import { openStore, writeAtomic } from "../cluster/store.ts";
 import { isWeftError } from "../core/errors.ts";
 import { createLogger, type Logger } from "../core/log.ts";
+import { getJson } from "../core/unix-http.ts";
 import { decodeEvent, monotonicToDate } from "../datapath/events.ts";
 import { requireKernelFeatures } from "../datapath/features.ts";
 import { openRingBuffer, pins } from "../datapath/loader.ts";
@@ -30,25 +31,6 @@ import { type ClusterView, desiredIpcache, podIdentity, ViewReader } from "./vie
 
 const LOOP_MS = 200;
 const FLOW_RING_SIZE = 65536;
-
-/** GET a JSON document over a Unix socket; undefined when nothing answers. */
-function unixGet<T>(socketPath: string, path: string): Promise<T | undefined> {
-  return new Promise((resolve) => {
-    const req = http.get({ socketPath, path, timeout: 1000 }, (res) => {
-      let body = "";
-      res.on("data", (c) => (body += c));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(body) as T);
-        } catch {
-          resolve(undefined);
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve(undefined));
-  });
-}
 
 export function agentSocket(stateDir: string, node: string): string {
   return join(runDir(stateDir, node), "agent.sock");
@@ -195,7 +177,7 @@ class Agent {
    */
   async ensureRedirect(): Promise<void> {
     if (this.redirectOn) return;
-    const workers = await unixGet<{ ready: number }>(join(runDir(this.cfg.stateDir, this.node.name), "proxy-admin.sock"), "/workers");
+    const workers = await getJson<{ ready: number }>(join(runDir(this.cfg.stateDir, this.node.name), "proxy-admin.sock"), "/workers");
     if (!workers || workers.ready < 1) return;
     await enableRedirect(this.dp.root, { address: this.node.gatewayIP, port: PROXY_PORT, cgroup: cgroupDir(this.cfg.name, this.node.name, "proxy") });
     this.redirectOn = true;

@@ -3,13 +3,13 @@
 // straight from bpffs (like `cilium bpf ...`), so they work while an agent is down.
 
 import { existsSync, readFileSync } from "node:fs";
-import http from "node:http";
 import { join } from "node:path";
 import { type AgentHealth, agentSocket, type EndpointStatus } from "../agent/main.ts";
 import type { ClusterConfig } from "../cluster/config.ts";
 import { findPod } from "../cluster/pods.ts";
 import { loadClusterConfig } from "../cluster/state.ts";
 import { WeftError } from "../core/errors.ts";
+import { getJson } from "../core/unix-http.ts";
 import { dumpMap, pinRoot, pins } from "../datapath/loader.ts";
 import { ENDPOINTS_MAP, endpointKey, endpointValue } from "../datapath/maps/endpoints.ts";
 import { IPCACHE_MAP, ipcacheKey, ipcacheValue } from "../datapath/maps/ipcache.ts";
@@ -22,21 +22,7 @@ const clusterOpt = clusterFlag;
 
 /** GET a JSON document from a node's agent; undefined when the agent does not answer. */
 export function agentGet<T>(cfg: ClusterConfig, node: string, path: string, timeoutMs = 3000): Promise<T | undefined> {
-  return new Promise((resolve) => {
-    const req = http.get({ socketPath: agentSocket(cfg.stateDir, node), path, timeout: timeoutMs }, (res) => {
-      let body = "";
-      res.on("data", (c) => (body += c));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(body) as T);
-        } catch {
-          resolve(undefined);
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve(undefined));
-  });
+  return getJson<T>(agentSocket(cfg.stateDir, node), path, timeoutMs);
 }
 
 /** What each agent last published (readable while the agent is down). */
