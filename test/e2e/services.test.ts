@@ -160,14 +160,12 @@ describe("services", () => {
     const samePort = await c.exec("client-1", [
       "sh",
       "-c",
-      "for i in $(seq 10); do curl -s --max-time 3 --local-port 41000 http://hashed/; echo; sleep 0.05; done",
+      "for i in $(seq 10); do curl -s --max-time 3 --local-port 41000 http://hashed/; echo; sleep 0.3; done",
     ]);
-    const same = new Set(
-      samePort.stdout
-        .split("\n")
-        .filter((l) => l.startsWith("{"))
-        .map((l) => (JSON.parse(l) as { pod: string }).pod),
-    );
+    const answers = samePort.stdout.split("\n").filter((l) => l.startsWith("{"));
+    // A reused local port can be refused while its last connection lingers (TIME_WAIT): some tries may fail.
+    assert.ok(answers.length >= 3, `answers from one source port: ${answers.length} of 10`);
+    const same = new Set(answers.map((l) => (JSON.parse(l) as { pod: string }).pod));
     assert.equal(same.size, 1, `one backend for one source: ${[...same]}`);
     const many = await c.exec("client-1", ["sh", "-c", "for p in $(seq 41100 41160); do curl -s --max-time 3 --local-port $p http://hashed/; echo; done"]);
     const spreadOver = new Set(
