@@ -4,12 +4,15 @@
 // node's address when the backend is on another node (externalTrafficPolicy Cluster), and the
 // reverse of both for replies, through one NAT table. Frontends are lb4_services entries of scope
 // LB_SCOPE_EXTERNAL; docs/nodeport.md describes the whole path. Never touches a packet that is not
-// TCP/UDP to an external frontend or a reply of a flow it translated.
+// TCP/UDP to an external frontend or a reply of a flow it translated. With the node proxy on, a
+// TCP flow DNATed to a pod of this node whose ingress asks for L7 goes to the proxy instead
+// (lib/redirect.h redirect4_from_netdev; docs/redirect.md).
 #pragma once
 
 #include "common.h"
 #include "lb.h"
 #include "ipcache.h"
+#include "redirect.h"
 
 // The node's address for SNAT (network byte order; set at load: --const weft_node_ipv4=...).
 // 0: NodePort flows are SNATed to the address they were sent to; other frontends need it.
@@ -369,6 +372,24 @@ static __always_inline __be16 np_snat_port(const struct nat4_key *rk_in)
 
 // ---- the two entry points ----------------------------------------------------------------------
 
+// A packet DNATed to a backend on this node (its tuple is now the entry's): the stack routes it to
+// the pod's veth, unless the pod's ingress entry asks for the proxy, which then gets it with its
+// destination kept (bpf_sk_assign, routed locally by the mark). Fail closed when the proxy is
+// missing.
+static __always_inline int np_to_local(struct __sk_buff *skb, const struct np_pkt *p, const struct nat4_entry *e)
+{
+	int r;
+
+	if (p->t.proto != IPPROTO_TCP)
+		return TC_ACT_OK;
+	r = redirect4_from_netdev(skb, e->saddr, e->daddr, e->sport, e->dport, p->tcp_flags);
+	if (r < 0)
+		return TC_ACT_SHOT;
+	if (r > 0)
+		skb->mark = MARK_MAGIC_TO_PROXY;
+	return TC_ACT_OK;
+}
+
 // At the node's device, ingress: a packet of a known flow is translated as before (ORIGINAL: to
 // the backend; REPLY: an SNATed reply from another node back to the client); a new packet to an
 // external frontend gets a backend and its pair of entries. Everything else passes untouched.
@@ -389,7 +410,7 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 	if (e) {
 		if (nat_apply(skb, &p, e) < 0)
 			return TC_ACT_SHOT;
-		return (e->flags & NAT_F_SNAT) ? np_forward(skb, &p, e) : TC_ACT_OK;
+		return (e->flags & NAT_F_SNAT) ? np_forward(skb, &p, e) : np_to_local(skb, &p, e);
 	}
 	e = nat_lookup(&p, NAT_DIR_REPLY);
 	if (e) {
@@ -447,8 +468,9 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 	if (nat_apply(skb, &p, &orig) < 0)
 		return TC_ACT_SHOT;
 	// A backend on this node: the stack routes it to the pod's veth (its ingress policy sees the
-	// client). Another node's: forwarded here, the stack would refuse a source of its own.
-	return (orig.flags & NAT_F_SNAT) ? np_forward(skb, &p, &orig) : TC_ACT_OK;
+	// client), or to the proxy for L7. Another node's: forwarded here, the stack would refuse a
+	// source of its own (the receiving node's vx0 hands it to its proxy if L7 applies).
+	return (orig.flags & NAT_F_SNAT) ? np_forward(skb, &p, &orig) : np_to_local(skb, &p, &orig);
 }
 
 // At the node's device, egress: a local backend's reply to an outside client leaves as coming

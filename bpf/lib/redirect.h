@@ -6,6 +6,7 @@
 // socket's cookie, until sock_ops sees the source port TCP picked and files it by 4-tuple for the
 // proxy. getpeername keeps showing what the app asked for (lb4_revnat). TCP only.
 // Decides nothing about dropping: a denied connection is left to tc (lxc.c), which drops and reports it.
+// Also the tc-side hand-off for NodePort flows to a local pod (redirect4_from_netdev, bpf/host.c).
 #ifndef WEFT_REDIRECT_H
 #define WEFT_REDIRECT_H
 
@@ -147,6 +148,67 @@ static __always_inline void redirect4_sockops(struct bpf_sock_ops *skops)
 	default:
 		return;
 	}
+}
+
+// ---- tc side, at the node's device toward the world (bpf/host.c) ------------------------------
+
+#define REDIRECT_TCP_SYN 0x02
+#define REDIRECT_TCP_ACK 0x10
+
+// A TCP packet from outside the node that NodePort (lib/nodeport.h) has just DNATed to a pod of
+// this node: the same hand-off as lxc.c's overlay_to_proxy does for vx0. Its first SYN decides the
+// pod's ingress entry from the client's identity (the ipcache's: world 2, or a CIDR identity);
+// when that entry asks for the proxy, a record {orig = backend = pod:port, directions ingress, tc}
+// is filed under the flow's 4-tuple as it is after the DNAT (what the proxy's accepted socket
+// sees: remote = the client, local = the pod) and the proxy's listener is assigned. Later packets
+// follow the record. The addresses and ports are the packet's after the rewrite. Returns 0 when
+// the packet is not for the proxy (it goes on to the pod, whose lxc_to_endpoint decides and
+// reports), 1 when it is (the caller sets MARK_MAGIC_TO_PROXY), -1 when the proxy should have it
+// but has no listener (the caller drops it: a missing proxy never means a bypass).
+static __always_inline int redirect4_from_netdev(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __be16 sport,
+						 __be16 dport, __u8 tcp_flags)
+{
+	struct proxy_config *cfg = proxy_config_enabled();
+	struct endpoint_value *ep;
+	struct policy_verdict pv;
+	struct proxy4_origin *o;
+	__u32 remote;
+
+	if (!cfg)
+		return 0;
+	ep = endpoint_lookup(daddr);
+	if (!ep)
+		return 0;
+	struct proxy4_key key = { .saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport, .proto = IPPROTO_TCP };
+	if ((tcp_flags & (REDIRECT_TCP_SYN | REDIRECT_TCP_ACK)) != REDIRECT_TCP_SYN) {
+		o = proxy_origin_lookup(&key);
+		return o && (o->flags & PROXY_ORIGIN_TC) ? 1 : 0; // the stack finds the proxy's socket
+	}
+	remote = ipcache_identity(saddr);
+	policy_decide(&pv, ep->identity, remote, POLICY_DIR_INGRESS, IPPROTO_TCP, bpf_ntohs(dport),
+		      ep->flags & EP_F_ENFORCE_INGRESS, ep->flags & EP_F_AUDIT_INGRESS);
+	if (pv.verdict != VERDICT_FORWARDED || !pv.redirect) {
+		bpf_map_delete_elem(&weft_proxy_origin, &key); // no stale record may steer this new flow
+		return 0;
+	}
+	struct proxy4_origin rec = {
+		.orig_address = daddr,
+		.backend_address = daddr,
+		.orig_port = dport,
+		.backend_port = dport,
+		.src_identity = remote,
+		.dst_identity = ep->identity,
+		.ingress_cookie = pv.cookie,
+		.directions = PROXY_DIR_INGRESS,
+		.flags = PROXY_ORIGIN_TC,
+		.proto = IPPROTO_TCP,
+	};
+	bpf_map_update_elem(&weft_proxy_origin, &key, &rec, BPF_ANY);
+	if (proxy_assign(skb, cfg, saddr, daddr, sport, dport, pv.proxy_port ? pv.proxy_port : bpf_ntohs(cfg->port)) < 0) {
+		bpf_map_delete_elem(&weft_proxy_origin, &key);
+		return -1;
+	}
+	return 1;
 }
 
 #endif
