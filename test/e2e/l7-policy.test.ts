@@ -92,6 +92,18 @@ describe("L7 policy through the node proxies", () => {
     assert.equal(r.stdout, "000");
   });
 
+  it("from the outside namespace through a NodePort: the same L7 rules apply to the world", async () => {
+    const file = join(REPO, "test", "fixtures", "manifests", "l7-nodeport.yaml");
+    assert.equal((await c.apply(file)).code, 0);
+    assert.equal((await c.cli(["policy", "wait"])).code, 0);
+    for (const node of ["10.254.0.11", "10.254.0.12"]) {
+      const ok = await c.execOutside(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", `http://${node}:30090/public/x`]);
+      assert.equal(ok.stdout, "200", `GET /public/x through ${node}`);
+      const denied = await c.execOutside(["curl", "-s", "--max-time", "5", "-w", " %{http_code}", `http://${node}:30090/private`]);
+      assert.equal(denied.stdout, "Access denied\r\n 403", `GET /private through ${node}`);
+    }
+  });
+
   it("flows show the L7 verdicts with method, URL and code, and the L3/L4 drop", async () => {
     const r = await c.cli(["observe", "--last", "3000", "-o", "json"]);
     const flows = r.stdout
