@@ -220,6 +220,9 @@ export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox
       const errors: unknown[] = [];
       await removePins(`${BPFFS_WEFT}/${cluster}`).catch((e) => errors.push(e));
       try {
+        rmdirSync(BPFFS_WEFT); // the shared parent, once no sandbox or cluster uses it
+      } catch {}
+      try {
         removeCgroup(cgroup);
       } catch (e) {
         errors.push(e);
