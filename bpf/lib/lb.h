@@ -19,6 +19,7 @@
 #define LB_SVC_MAGLEV 0x2   // pick through the Maglev table instead of at random
 #define LB_SVC_LOCAL 0x4    // i/eTP Local: only LB_BE_LOCAL backends (maglev scope 1); scope 1: externalTrafficPolicy
 #define LB_SVC_EXTERNAL 0x8 // the frontend is an ExternalIP (informational)
+#define LB_SVC_L7 0x10      // L7 load balancing in the node proxy: connect4 redirects TCP (lib/redirect.h)
 
 // lb4_backend.flags
 #define LB_BE_TERMINATING 0x1 // kept for existing records and affinity checks, never chosen anew
@@ -274,7 +275,7 @@ static __always_inline __u32 lb4_affinity_backend(const struct lb_affinity_key *
 struct lb4_choice {
 	__be32 vip;
 	__be16 vport;
-	__u16 pad;
+	__u16 svc_flags; // the frontend's LB_SVC_* (low 16 bits)
 	__u32 service_id;
 	__u32 backend_id;
 };
@@ -355,6 +356,7 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 
 	out->vip = key.address;
 	out->vport = key.dport;
+	out->svc_flags = (__u16)svc->flags;
 	out->service_id = svc->service_id;
 	out->backend_id = backend_id;
 	ctx->user_ip4 = be->address;

@@ -16,6 +16,9 @@
 #include "proxy.h"
 
 #define REDIRECT_AF_INET 2
+// proxy4_origin.flags (with lib/proxy.h's PROXY_ORIGIN_*): the service asks for L7 load balancing
+// (LB_SVC_L7). With directions 0 the proxy applies no L7 rules: it only balances.
+#define PROXY_ORIGIN_L7LB 0x4
 
 // The proxy port for a redirect: the deciding entry's proxy_port when the agent assigned one.
 static __always_inline __u16 redirect_port(const struct policy_verdict *eg, const struct policy_verdict *in,
@@ -71,7 +74,9 @@ static __always_inline int redirect4_connect(struct bpf_sock_addr *ctx, const st
 		if (in.redirect)
 			dirs |= PROXY_DIR_INGRESS;
 	}
-	if (!dirs)
+	// A service with L7 load balancing goes to the proxy even when no L7 rule asks for it (the
+	// L3/L4 verdicts above still stand: a denied connection was left to tc).
+	if (!dirs && !(lb->svc_flags & LB_SVC_L7))
 		return 1;
 
 	port = redirect_port(&eg, &in, cfg);
@@ -88,7 +93,7 @@ static __always_inline int redirect4_connect(struct bpf_sock_addr *ctx, const st
 		.egress_cookie = eg.redirect ? eg.cookie : 0,
 		.ingress_cookie = in.redirect ? in.cookie : 0,
 		.directions = dirs,
-		.flags = PROXY_ORIGIN_SOCK,
+		.flags = PROXY_ORIGIN_SOCK | ((lb->svc_flags & LB_SVC_L7) ? PROXY_ORIGIN_L7LB : 0),
 		.proto = IPPROTO_TCP,
 		.netns_cookie = netns_cookie,
 	};

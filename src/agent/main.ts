@@ -27,6 +27,7 @@ import { PROXY_PORT } from "../proxy/supervisor.ts";
 import { l7Policies, TYPE, type XdsResource } from "../xds/resources.ts";
 import { XdsServer } from "../xds/server.ts";
 import { type LocalEndpoint, NodeDatapath } from "./datapath.ts";
+import { l7LbResources } from "./l7lb.ts";
 import { type ClusterView, desiredIpcache, podIdentity, ViewReader } from "./view.ts";
 
 const LOOP_MS = 200;
@@ -153,7 +154,9 @@ class Agent {
     await this.dp.syncIpcache(desiredIpcache(view, this.cfg, this.node, cidrIdentities));
     await this.dp.syncPolicy(subjects, new Set(localEps.map((e) => e.identity)));
     await this.dp.syncEndpoints(localEps, subjects);
-    this.xds?.setSnapshot(this.node.name, l7Resources(subjects, new Set(localEps.map((e) => e.identity))));
+    const resources = l7Resources(subjects, new Set(localEps.map((e) => e.identity)));
+    resources.push(...l7LbResources(view.services as never, view.slices));
+    this.xds?.setSnapshot(this.node.name, resources);
     const services = await this.dp.syncServices(view.services as never, view.slices);
     this.health.serviceProblems = services.problems.map((p) => `${p.code}: ${p.service}${p.port ? ` port ${p.port}` : ""}: ${p.reason}`);
     for (const p of this.health.serviceProblems) if (!this.lastProblems.has(p)) this.log.warn("service refused", { problem: p });

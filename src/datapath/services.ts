@@ -26,6 +26,7 @@ import {
   SCOPE_INTERNAL,
   SVC_AFFINITY,
   SVC_EXTERNAL,
+  SVC_L7,
   SVC_LOCAL,
   SVC_MAGLEV,
   serviceKey,
@@ -35,6 +36,15 @@ import {
 
 export const ANNOTATION_ALGORITHM = "service.weft.io/lb-algorithm";
 export const ANNOTATION_MAGLEV_SIZE = "service.weft.io/maglev-table-size";
+/** L7 load balancing in the node proxy (src/agent/l7lb.ts builds its xDS); its TCP frontends get SVC_L7. */
+export const ANNOTATION_L7_LB = "service.weft.io/l7-lb";
+export const L7_LB_ALGORITHMS = ["round-robin", "least-request", "ring-hash", "maglev"] as const;
+export type L7LbAlgorithm = (typeof L7_LB_ALGORITHMS)[number];
+/** The annotation names a known L7 algorithm (a bad value is reported by src/agent/l7lb.ts, not here: L4 stays). */
+export function wantsL7Lb(annotations: Record<string, string> | undefined): boolean {
+  const v = annotations?.[ANNOTATION_L7_LB];
+  return v !== undefined && (L7_LB_ALGORITHMS as readonly string[]).includes(v);
+}
 /** Kubernetes' default and maximum sessionAffinityConfig.clientIP.timeoutSeconds. */
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
 export const MAX_AFFINITY_TIMEOUT = 86400;
@@ -525,6 +535,8 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
     const local = selectable.filter((b) => b.flags & BE_LOCAL);
 
     const baseFlags = (affinityTimeout ? SVC_AFFINITY : 0) | (maglevSize ? SVC_MAGLEV : 0);
+    // Only the frontends the socket hook serves (scope internal) redirect to the node proxy.
+    const l7 = proto === "TCP" && wantsL7Lb(annotations);
     const service = `${name}:${portLabel}`;
     for (const w of wanted) {
       ctx.usedFrontends.set(frontendId(w.address, p.port, proto), service);
@@ -537,7 +549,7 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
         backendIds: chosen.map((b) => b.id),
         affinityTimeout,
         maglevSize,
-        flags: baseFlags | w.flags,
+        flags: baseFlags | w.flags | (l7 ? SVC_L7 : 0),
         service,
       });
     }
@@ -806,6 +818,7 @@ export function lbDiff(old: LbContents, next: LbContents, pinOf: (map: string) =
 interface ServiceSnap {
   algorithm: string | undefined;
   maglevSize: string | undefined;
+  l7lb: string | undefined;
   type: string | undefined;
   clusterIP: string | undefined;
   externalIPs: string[] | undefined;
@@ -837,6 +850,7 @@ function snapService(svc: ServiceInput): ServiceSnap {
   return {
     algorithm: ann?.[ANNOTATION_ALGORITHM],
     maglevSize: ann?.[ANNOTATION_MAGLEV_SIZE],
+    l7lb: ann?.[ANNOTATION_L7_LB],
     type: spec.type,
     clusterIP: spec.clusterIP,
     externalIPs: spec.externalIPs?.slice(),
@@ -870,6 +884,7 @@ function sameService(svc: ServiceInput, s: ServiceSnap): boolean {
     spec.externalTrafficPolicy === s.etp &&
     ann?.[ANNOTATION_ALGORITHM] === s.algorithm &&
     ann?.[ANNOTATION_MAGLEV_SIZE] === s.maglevSize &&
+    ann?.[ANNOTATION_L7_LB] === s.l7lb &&
     sameList(spec.externalIPs, s.externalIPs, sameValue) &&
     sameList(
       spec.ports,

@@ -21,7 +21,9 @@ export class KernelRedirects implements Redirects {
     const o = decodeOrigin(raw);
     const directions: L7Direction[] = [];
     if (o.egress) directions.push({ direction: "egress", subject: o.srcIdentity, peer: o.dstIdentity });
-    if (o.ingress) directions.push({ direction: "ingress", subject: o.dstIdentity, peer: o.srcIdentity });
+    // L7 load balancing may pick another backend than the hook's, possibly a pod of this node whose
+    // ingress L7 rules no hook decided: apply the destination identity's ingress set (absent = allow).
+    if (o.ingress || o.l7lb) directions.push({ direction: "ingress", subject: o.dstIdentity, peer: o.srcIdentity });
     return { vip: o.origAddress, vport: o.origPort, backend: o.backendAddress, bport: o.backendPort, identity: o.srcIdentity, directions };
   }
 }

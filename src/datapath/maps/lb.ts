@@ -21,6 +21,8 @@ export const SVC_AFFINITY = 0x1;
 export const SVC_MAGLEV = 0x2;
 export const SVC_LOCAL = 0x4;
 export const SVC_EXTERNAL = 0x8;
+/** L7 load balancing in the node proxy: connect4 redirects even without L7 policy rules. */
+export const SVC_L7 = 0x10;
 
 /** lb4_backend.flags (LB_BE_*). */
 export const BE_TERMINATING = 0x1;

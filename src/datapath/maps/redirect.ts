@@ -18,8 +18,8 @@ export const PROXY_MAPS = {
 export const PROXY_CFG_ENABLED = 0x1;
 /** proxy4_origin.directions: whose L7 rules the proxy applies. */
 export const PROXY_DIR = { egress: 0x1, ingress: 0x2 } as const;
-/** proxy4_origin.flags: which hook steered the connection. */
-export const PROXY_ORIGIN = { sock: 0x1, tc: 0x2 } as const;
+/** proxy4_origin.flags: which hook steered the connection; l7lb: the service asks for L7 load balancing (lib/redirect.h). */
+export const PROXY_ORIGIN = { sock: 0x1, tc: 0x2, l7lb: 0x4 } as const;
 /** The fwmark (value/mask) that routes a packet handed to the proxy by tc to local delivery. */
 export const MARK_TO_PROXY = 0x0200;
 export const MARK_TO_PROXY_MASK = 0x0f00;
@@ -159,6 +159,8 @@ export interface ProxyOrigin {
   ingress: boolean;
   /** Which hook steered it: the client's socket hook, or tc at the node's ingress (bpf_sk_assign). */
   via: "sock" | "tc";
+  /** The service has L7 load balancing (LB_SVC_L7): redirected even with no L7 direction. Absent = false. */
+  l7lb?: boolean;
   protocol: "TCP" | "UDP";
   netnsCookie: bigint;
 }
@@ -179,6 +181,7 @@ export function decodeOrigin(b: Buffer): ProxyOrigin {
     egress: (v.directions & PROXY_DIR.egress) !== 0,
     ingress: (v.directions & PROXY_DIR.ingress) !== 0,
     via: v.flags & PROXY_ORIGIN.tc ? "tc" : "sock",
+    ...(v.flags & PROXY_ORIGIN.l7lb ? { l7lb: true } : {}),
     protocol: v.proto === UDP ? "UDP" : "TCP",
     netnsCookie: v.netns_cookie,
   };
@@ -197,7 +200,7 @@ export function encodeOrigin(o: ProxyOrigin): Buffer {
     egress_cookie: o.egressCookie,
     ingress_cookie: o.ingressCookie,
     directions: (o.egress ? PROXY_DIR.egress : 0) | (o.ingress ? PROXY_DIR.ingress : 0),
-    flags: o.via === "tc" ? PROXY_ORIGIN.tc : PROXY_ORIGIN.sock,
+    flags: (o.via === "tc" ? PROXY_ORIGIN.tc : PROXY_ORIGIN.sock) | (o.l7lb ? PROXY_ORIGIN.l7lb : 0),
     proto: o.protocol === "UDP" ? UDP : TCP,
     pad: 0,
     netns_cookie: o.netnsCookie,
