@@ -80,6 +80,29 @@ describe("L7 policy through the node proxies", () => {
     assert.equal((JSON.parse(normalised.body) as { path: string }).path, "/public/a/c", "the backend sees the normalised path");
   });
 
+  it("one HTTP/2 connection carries a stream answered 200 and a stream answered 403", async () => {
+    const target = echoPods.find((p) => p.spec.nodeName === "node-2")?.status.podIP as string;
+    const script = `const h2=require("http2");const c=h2.connect("http://${target}:8080");const out=[];let n=0;
+for (const p of ["/public/h2","/private"]) { const r=c.request({":path":p}); let s=0; r.on("response",h=>{s=h[":status"]}); r.resume(); r.on("end",()=>{out.push(p+" "+s); if(++n===2){console.log(out.sort().join(","));c.close()}}); r.end(); }
+setTimeout(()=>process.exit(3),8000).unref();`;
+    const r = await c.exec("client-1", [process.execPath, "-e", script]);
+    assert.equal(r.stdout.trim(), "/private 403,/public/h2 200", r.stderr);
+  });
+
+  it("WebSocket passes under policy on an allowed path and is denied on another", async () => {
+    const target = echoPods[0]?.status.podIP as string;
+    const script = (
+      path: string,
+    ) => `const net=require("net");const s=net.connect(8080,"${target}",()=>s.write("GET ${path} HTTP/1.1\\r\\nHost: echo\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n"));
+let b="";let sent=false;s.on("data",d=>{b+=d;const head=b.split("\\r\\n")[0];if(!head.includes(" 101 ")){console.log(head);s.destroy();return}
+if(!sent&&b.includes("\\r\\n\\r\\n")){sent=true;s.write("hello-ws")} if(b.endsWith("hello-ws")){console.log(head+" echoed");s.destroy()}});
+setTimeout(()=>{console.log("timeout "+JSON.stringify(b.slice(0,40)));process.exit(3)},8000).unref();`;
+    const ok = await c.exec("client-1", [process.execPath, "-e", script("/public/ws")]);
+    assert.equal(ok.stdout.trim(), "HTTP/1.1 101 Switching Protocols echoed", ok.stderr);
+    const denied = await c.exec("client-1", [process.execPath, "-e", script("/private/ws")]);
+    assert.match(denied.stdout.trim(), /^HTTP\/1\.1 403/);
+  });
+
   it("a malformed or smuggling request gets 400", async () => {
     const target = echoPods[0]?.status.podIP as string;
     const raw = "POST /public/x HTTP/1.1\\r\\nHost: echo\\r\\nContent-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n";
