@@ -16,7 +16,8 @@ function manifest(name: string, yaml: string): string {
 }
 
 /** A shell command: GET http://hashed/ from a fixed source port; prints the response body's last line. */
-const GET_FROM_PORT = (port: string) => `printf 'GET / HTTP/1.0\\r\\nHost: hashed\\r\\n\\r\\n' | socat -T3 - TCP:hashed:80,sourceport=${port},reuseaddr,linger=0 | tail -1`;
+const GET_FROM_PORT = (port: string) =>
+  `printf 'GET / HTTP/1.0\\r\\nHost: hashed\\r\\n\\r\\n' | socat -T3 - TCP:hashed:80,sourceport=${port},reuseaddr,linger=0 | tail -1`;
 
 /** Runs `n` requests, each on a new connection, from a pod; returns the answering pods' names. */
 async function spread(c: TestCluster, from: string, url: string, n: number): Promise<string[]> {
@@ -193,6 +194,15 @@ describe("services", () => {
     const log = readFileSync(join(c.stateDir, "logs", "nodes", "node-1", "agent.log"), "utf8");
     assert.match(log, /"msg":"service refused".*default\/misnamed/);
     assert.equal((await spread(c, "client-1", "http://echo/", 5)).length, 5, "other services still answer");
+  });
+
+  it("no connection of these services touched a node proxy (no L7 rules, no L7 load balancing)", async () => {
+    const { getJson } = await import("../../src/core/unix-http.ts");
+    for (const node of ["node-1", "node-2"]) {
+      const stats = await getJson<{ workers: unknown[]; total: Record<string, number> }>(join(c.stateDir, "run", node, "proxy-admin.sock"), "/stats", 3000);
+      assert.ok(stats && stats.workers.length >= 1, `${node}'s proxy answers its admin socket`);
+      assert.equal(stats.total.downstream_cx_total ?? 0, 0, `${node}'s proxy accepted nothing`);
+    }
   });
 
   it("refuses at once when a service has no ready backend", async () => {
