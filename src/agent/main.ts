@@ -28,6 +28,7 @@ import { l7Policies, TYPE, type XdsResource } from "../xds/resources.ts";
 import { XdsServer } from "../xds/server.ts";
 import { type LocalEndpoint, NodeDatapath } from "./datapath.ts";
 import { l7LbResources } from "./l7lb.ts";
+import { destroyUdpSockets, removedKeys, udpBackendKeys } from "./udp-sockets.ts";
 import { type ClusterView, desiredIpcache, podIdentity, ViewReader } from "./view.ts";
 
 const LOOP_MS = 200;
@@ -158,6 +159,14 @@ class Agent {
     resources.push(...l7LbResources(view.services as never, view.slices));
     this.xds?.setSnapshot(this.node.name, resources);
     const services = await this.dp.syncServices(view.services as never, view.slices);
+    const udp = udpBackendKeys(services.state.backends);
+    const gone = this.udpBackends ? removedKeys(this.udpBackends, udp) : [];
+    this.udpBackends = udp;
+    if (gone.length > 0) {
+      const netns = localEps.map((e) => e.pod.netns).filter((n): n is string => !!n);
+      await destroyUdpSockets(netns, gone);
+      this.log.info("closed connected UDP sockets of removed backends", { backends: gone, pods: netns.length });
+    }
     this.health.serviceProblems = services.problems.map((p) => `${p.code}: ${p.service}${p.port ? ` port ${p.port}` : ""}: ${p.reason}`);
     for (const p of this.health.serviceProblems) if (!this.lastProblems.has(p)) this.log.warn("service refused", { problem: p });
     this.lastProblems = new Set(this.health.serviceProblems);
@@ -169,6 +178,7 @@ class Agent {
     this.lastFingerprint = fingerprint;
   }
   private lastProblems = new Set<string>();
+  private udpBackends?: Set<string>;
   private xds?: XdsServer;
 
   private redirectOn = false;

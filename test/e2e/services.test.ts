@@ -205,6 +205,29 @@ describe("services", () => {
     }
   });
 
+  it("closes a connected UDP socket whose backend left the service", async () => {
+    const udp = manifest(
+      "udp",
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: udp-echo, labels: {app: udp-echo}}\nspec:\n  nodeName: node-2\n  containers: [{name: c, command: [socat, 'UDP4-RECVFROM:9000,fork', 'EXEC:cat']}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: udp-echo}\nspec:\n  selector: {app: udp-echo}\n  ports: [{port: 9000, protocol: UDP}]\n",
+    );
+    assert.equal((await c.apply(udp)).code, 0);
+    await c.waitFor("udp-echo running", async () => (await c.pods()).some((p) => p.metadata.name === "udp-echo" && p.status.phase === "Running"));
+    assert.equal((await c.cli(["policy", "wait"])).code, 0);
+    // A client that connects once, then sends every 200 ms and reports how its socket fares.
+    const client = `const dns=require("dns");dns.lookup("udp-echo.default.svc.cluster.local",(e,ip)=>{const d=require("dgram").createSocket("udp4");let ok=0;
+d.on("message",()=>{ok++});d.on("error",(err)=>{console.log("error "+err.code+" after "+ok);process.exit(0)});
+d.connect(9000,ip,()=>{const t=setInterval(()=>d.send("ping",(err)=>{if(err){console.log("error "+err.code+" after "+ok);process.exit(0)}}),200);});
+setTimeout(()=>{console.log("still open after "+ok);process.exit(1)},30000).unref();});`;
+    const running = c.exec("client-1", [process.execPath, "-e", client]);
+    await new Promise((r) => setTimeout(r, 2000));
+    // Only the backend pod goes; the service stays.
+    const podOnly = manifest("udp-pod", "apiVersion: v1\nkind: Pod\nmetadata: {name: udp-echo}\nspec:\n  containers: [{name: c, command: [socat]}]\n");
+    assert.equal((await c.cli(["delete", "-f", podOnly])).code, 0);
+    const r = await running;
+    console.log(`# client: ${r.stdout.trim()}`);
+    assert.match(r.stdout, /^error \w+ after [1-9]\d*/, "answers came, then the socket was closed");
+  });
+
   it("refuses at once when a service has no ready backend", async () => {
     assert.equal(
       (await c.apply(manifest("empty", "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  selector: {app: nobody}\n  ports: [{port: 80}]\n")))
