@@ -134,7 +134,11 @@ class Agent {
     if (fingerprint === this.lastFingerprint) return;
 
     const cidrs = selectorCidrs(view.policies);
-    const local = allocateIdentities({ clusterName: this.cfg.name, cidrs, previous: view.identities });
+    // CIDR identities keep their numbers while their prefix stays selected (as Cilium's do), so a
+    // policy change never gives a prefix a number another prefix had a moment ago.
+    const previous = new Map(view.identities);
+    for (const [id, i] of this.identities) if (id > LOCAL_IDENTITY_SCOPE) previous.set(id, i);
+    const local = allocateIdentities({ clusterName: this.cfg.name, cidrs, previous });
     const identities = new Map(view.identities);
     for (const [id, i] of local.table) if (id > LOCAL_IDENTITY_SCOPE) identities.set(id, i);
     this.identities = identities;
