@@ -13,7 +13,7 @@ import { down, up } from "../cluster/lifecycle.ts";
 import { loadManifests } from "../cluster/manifest.ts";
 import { findPod, listPodRecords } from "../cluster/pods.ts";
 import { loadClusterConfig, type PodStatusRecord, readNodeStatuses } from "../cluster/state.ts";
-import { openStore } from "../cluster/store.ts";
+import { objectKey, openStore } from "../cluster/store.ts";
 import { WeftError } from "../core/errors.ts";
 import { runProxy } from "../proxy/main.ts";
 import { runSupervisor } from "../proxy/supervisor.ts";
@@ -69,16 +69,21 @@ const downCommand: Command = {
   },
 };
 
+/** The cluster and the validated objects of `-f FILE|DIR...` (apply and delete). */
+function manifestArgs(args: string[], verb: string) {
+  const { values } = parseFlags(args, { ...clusterOpt, filename: { type: "string", short: "f", multiple: true } });
+  if (!values.filename?.length) throw new WeftError("WEFT_USAGE", `weft ${verb} needs -f FILE|DIR`);
+  loadClusterConfig(values.cluster);
+  return { store: openStore(values.cluster), objects: loadManifests(values.filename) };
+}
+
 const applyCommand: Command = {
   name: "apply",
   summary: "create or update objects from manifest files",
   usage: "Usage: weft apply -f FILE|DIR [-f ...] [--cluster NAME]\n\nValidates every document first; if any is invalid nothing is applied.",
   async run(args) {
-    const { values } = parseFlags(args, { ...clusterOpt, filename: { type: "string", short: "f", multiple: true } });
-    if (!values.filename?.length) throw new WeftError("WEFT_USAGE", "weft apply needs -f FILE|DIR");
-    loadClusterConfig(values.cluster);
-    const objects = loadManifests(values.filename);
-    for (const r of applyObjects(openStore(values.cluster), objects)) process.stdout.write(`${r.key} ${r.action}\n`);
+    const { store, objects } = manifestArgs(args, "apply");
+    for (const r of applyObjects(store, objects)) process.stdout.write(`${r.key} ${r.action}\n`);
     return 0;
   },
 };
@@ -88,15 +93,9 @@ const deleteCommand: Command = {
   summary: "delete the objects named in manifest files",
   usage: "Usage: weft delete -f FILE|DIR [--cluster NAME]",
   async run(args) {
-    const { values } = parseFlags(args, { ...clusterOpt, filename: { type: "string", short: "f", multiple: true } });
-    if (!values.filename?.length) throw new WeftError("WEFT_USAGE", "weft delete needs -f FILE|DIR");
-    loadClusterConfig(values.cluster);
-    const objects = loadManifests(values.filename);
-    const removed = new Set(openStore(values.cluster).delete(objects));
-    for (const o of objects) {
-      const key = `${o.kind}/${o.metadata.namespace ? `${o.metadata.namespace}/` : ""}${o.metadata.name}`;
-      process.stdout.write(`${key} ${removed.has(key) ? "deleted" : "not found"}\n`);
-    }
+    const { store, objects } = manifestArgs(args, "delete");
+    const removed = new Set(store.delete(objects));
+    for (const o of objects) process.stdout.write(`${objectKey(o)} ${removed.has(objectKey(o)) ? "deleted" : "not found"}\n`);
     return 0;
   },
 };
