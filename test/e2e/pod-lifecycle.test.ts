@@ -124,26 +124,26 @@ describe("pod lifecycle", () => {
   it("goes through Terminating with its grace period when deleted", async () => {
     const f = pod(
       "graceful",
-      `  terminationGracePeriodSeconds: 10\n  containers:\n    - name: main\n      command: [sh, -c, 'trap "sleep 4; exit 0" TERM; while true; do sleep 0.1; done']\n`,
+      `  terminationGracePeriodSeconds: 20\n  containers:\n    - name: main\n      command: [sh, -c, 'trap "sleep 8; exit 0" TERM; while true; do sleep 0.1; done']\n`,
     );
     assert.equal((await c.apply(f)).code, 0);
     await c.waitFor("graceful Running", async () => (await find("graceful"))?.status.phase === "Running");
     const del = await c.cli(["delete", "-f", f]);
     assert.equal(del.code, 0);
     assert.match(del.stdout, /Pod\/default\/graceful deleted/);
-    // The container's TERM handler takes 4 s: long enough to see the pod Terminating.
+    // The container's TERM handler takes 8 s: long enough to see the pod Terminating on a loaded machine.
     const terminating = await c.waitFor(
       "deletionTimestamp set",
       async () => {
         const x = await find("graceful");
         return x?.metadata.deletionTimestamp ? x : undefined;
       },
-      5000,
+      15_000,
     );
     assert.equal(terminating.status.conditions.find((x) => x.type === "Ready")?.status, "False", "a terminating pod is not Ready");
     assert.match((await c.cli(["get", "pods"])).stdout, /graceful\s+0\/1\s+Terminating/);
     const started = Date.now();
-    await c.waitFor("graceful gone", async () => !(await find("graceful")), 15_000);
+    await c.waitFor("graceful gone", async () => !(await find("graceful")), 30_000);
     assert.ok(Date.now() - started >= 1000, "the container's TERM handler ran before removal");
   });
 
