@@ -70,14 +70,15 @@ describe("L3/L4 policy", () => {
   }
   const tcp = async (from: string, port = 8080) =>
     (await c.exec(from, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", `http://${server.status.podIP}:${port}/`])).stdout;
-  const udpOnce = async (from: string) => (await c.exec(from, ["sh", "-c", `echo ping | socat -T2 - UDP4:${server.status.podIP}:9000`])).stdout.trim();
+  const udpOnce = async (from: string, wait = 2) => (await c.exec(from, ["sh", "-c", `echo ping | socat -T${wait} - UDP4:${server.status.podIP}:9000`])).stdout.trim();
   /** UDP has no retransmission: on a loaded machine a datagram may be late, so an answer gets 3 tries. */
   const udp = async (from: string) => {
     for (let i = 0; i < 2; i++) {
-      const r = await udpOnce(from);
+      const r = await udpOnce(from, 4);
       if (r) return r;
+      console.log(`# UDP from ${from}: no answer in 4 s; trying again`);
     }
-    return udpOnce(from);
+    return udpOnce(from, 4);
   };
   const ping = async (from: string) => (await c.exec(from, ["ping", "-c", "1", "-W", "2", server.status.podIP as string])).code;
 

@@ -15,7 +15,7 @@ function rootCgroupAttachments(text: string): string {
     if (line.startsWith("/")) skip = line.includes("/weft");
     if (!skip) out.push(line);
   }
-  return out.join("\n");
+  return out.join("\n").trimEnd();
 }
 
 function snapshot(): Record<string, string> {
