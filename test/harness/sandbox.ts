@@ -257,3 +257,50 @@ export function helperInNetns(netns: string): { path: string; remove(): void } {
   chmodSync(path, 0o755);
   return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/** One node of a two-node test topology (the local cluster's addressing, made small). */
+export interface UnderlayNode {
+  name: "n1" | "n2";
+  underlay: string;
+  overlay: string;
+  mac: string;
+  gw: string;
+  cidr: string;
+}
+
+/**
+ * The local cluster's wiring inside a sandbox: a bridge in the sandbox's namespace as the
+ * underlay, an "outside" namespace at `outside`, and a node namespace per `nodes` entry with `ul0`
+ * on the bridge and `vx0` in external (collect_metadata) mode, a permanent neighbour and a route
+ * to each other node's pod CIDR. Returns the namespaces' names.
+ */
+export async function buildUnderlay(sb: Sandbox, outside: string, nodes: readonly UnderlayNode[]): Promise<{ outside: string; nodes: Record<string, string> }> {
+  const ip = (ns: string, ...args: string[]) => run("ip", ["-n", ns, ...args]);
+  const underlay = sb.netns;
+  await ip(underlay, "link", "add", "br0", "type", "bridge");
+  await ip(underlay, "link", "set", "br0", "up");
+  const wire = async (ns: string, port: string, dev: string, addr: string) => {
+    await ip(underlay, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns);
+    await ip(underlay, "link", "set", port, "master", "br0");
+    await ip(underlay, "link", "set", port, "up");
+    await ip(ns, "addr", "add", `${addr}/24`, "dev", dev);
+    await ip(ns, "link", "set", dev, "up");
+  };
+  const outsideNs = await sb.addNetns("outside");
+  await wire(outsideNs, "p-out", "eth0", outside);
+  const names: Record<string, string> = {};
+  for (const n of nodes) names[n.name] = await sb.addNetns(n.name);
+  for (const n of nodes) {
+    const ns = names[n.name] as string;
+    await wire(ns, `p-${n.name}`, "ul0", n.underlay);
+    await ip(ns, "link", "add", "vx0", "address", n.mac, "type", "vxlan", "external", "dstport", "8472");
+    await ip(ns, "addr", "add", `${n.overlay}/32`, "dev", "vx0");
+    await ip(ns, "link", "set", "vx0", "up");
+    for (const peer of nodes) {
+      if (peer.name === n.name) continue;
+      await ip(ns, "neigh", "add", peer.overlay, "lladdr", peer.mac, "dev", "vx0", "nud", "permanent");
+      await ip(ns, "route", "add", peer.cidr, "via", peer.overlay, "dev", "vx0", "onlink");
+    }
+  }
+  return { outside: outsideNs, nodes: names };
+}

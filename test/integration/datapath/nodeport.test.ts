@@ -22,12 +22,12 @@ import { ensureSubjectMap, policyWrites } from "../../../src/datapath/maps/polic
 import { loadNodePortDatapath } from "../../../src/datapath/nodeport-sync.ts";
 import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
 import type { PolicyEntry } from "../../../src/policy/key.ts";
-import { createSandbox, removeStale, type Sandbox, type SandboxPod } from "../../harness/sandbox.ts";
+import { buildUnderlay, createSandbox, removeStale, type Sandbox, type SandboxPod, type UnderlayNode } from "../../harness/sandbox.ts";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const OUTSIDE = "10.254.0.2";
-const N1 = { name: "n1", underlay: "10.254.0.11", overlay: "10.253.0.11", mac: "02:77:00:00:00:01", gw: "10.200.1.1", cidr: "10.200.1.0/24" };
-const N2 = { name: "n2", underlay: "10.254.0.12", overlay: "10.253.0.12", mac: "02:77:00:00:00:02", gw: "10.200.2.1", cidr: "10.200.2.0/24" };
+const N1: UnderlayNode = { name: "n1", underlay: "10.254.0.11", overlay: "10.253.0.11", mac: "02:77:00:00:00:01", gw: "10.200.1.1", cidr: "10.200.1.0/24" };
+const N2: UnderlayNode = { name: "n2", underlay: "10.254.0.12", overlay: "10.253.0.12", mac: "02:77:00:00:00:02", gw: "10.200.2.1", cidr: "10.200.2.0/24" };
 const P1 = { ip: "10.200.1.10", id: 1000 }; // on n1
 const P2 = { ip: "10.200.2.10", id: 2000 }; // on n2
 const ID = { host: 1, world: 2, remoteNode: 6 };
@@ -142,34 +142,11 @@ describe("NodePort from outside the node, real traffic over an underlay and VXLA
     execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
     await removeStale("nodeport");
     sb = await createSandbox("nodeport");
-    const ip = (ns: string, ...args: string[]) => execFileSync("ip", ["-n", ns, ...args]);
-    // The underlay: a bridge in the sandbox's namespace; every other namespace hangs off it.
-    const underlay = sb.netns;
-    ip(underlay, "link", "add", "br0", "type", "bridge");
-    ip(underlay, "link", "set", "br0", "up");
-    outside = await sb.addNetns("outside");
-    nodes.n1 = { ns: await sb.addNetns("n1"), root: sb.pinRoot };
-    nodes.n2 = { ns: await sb.addNetns("n2"), root: sb.pinRoot.replace(/\/n1$/, "/n2") };
-    const wire = (ns: string, port: string, dev: string, addr: string) => {
-      ip(underlay, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns);
-      ip(underlay, "link", "set", port, "master", "br0");
-      ip(underlay, "link", "set", port, "up");
-      ip(ns, "addr", "add", `${addr}/24`, "dev", dev);
-      ip(ns, "link", "set", dev, "up");
-    };
-    wire(outside, "p-out", "eth0", OUTSIDE);
-    for (const [n, peer] of [
-      [N1, N2],
-      [N2, N1],
-    ] as const) {
-      const ns = nodes[n.name as "n1" | "n2"].ns;
-      wire(ns, `p-${n.name}`, "ul0", n.underlay);
-      ip(ns, "link", "add", "vx0", "address", n.mac, "type", "vxlan", "external", "dstport", "8472");
-      ip(ns, "addr", "add", `${n.overlay}/32`, "dev", "vx0");
-      ip(ns, "link", "set", "vx0", "up");
-      ip(ns, "neigh", "add", peer.overlay, "lladdr", peer.mac, "dev", "vx0", "nud", "permanent");
-      ip(ns, "route", "add", peer.cidr, "via", peer.overlay, "dev", "vx0", "onlink");
-    }
+    // The local cluster's wiring: underlay bridge, outside, two nodes joined by external VXLAN.
+    const topo = await buildUnderlay(sb, OUTSIDE, [N1, N2]);
+    outside = topo.outside;
+    nodes.n1 = { ...nodes.n1, ns: topo.nodes.n1 as string, root: sb.pinRoot };
+    nodes.n2 = { ...nodes.n2, ns: topo.nodes.n2 as string, root: sb.pinRoot.replace(/\/n1$/, "/n2") };
     nodes.n1.pod = await sb.addPod("p1", { ip: P1.ip, hostIf: "lxcp1", gateway: N1.gw, node: nodes.n1.ns });
     nodes.n2.pod = await sb.addPod("p2", { ip: P2.ip, hostIf: "lxcp2", gateway: N2.gw, node: nodes.n2.ns });
 
