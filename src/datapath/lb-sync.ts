@@ -19,6 +19,7 @@ import {
   objectPath,
   pins,
   programOf,
+  writeMapBatch,
   writeMaps,
 } from "./loader.ts";
 import { cookieKey, LB_MAPS, netnsValue } from "./maps/lb.ts";
@@ -103,7 +104,8 @@ export async function readLbContents(root: string): Promise<LbContents> {
 }
 
 export interface SyncReport {
-  state: LbState;
+  /** The whole state now (assembled when first read). */
+  readonly state: LbState;
   problems: ServiceProblem[];
   writes: MapWriteResult;
   /** Whether this sync started from the pinned maps (first sync of the process). */
@@ -145,12 +147,21 @@ export class ServiceSync {
       model = new LbModel({ ...(this.node === undefined ? {} : { node: this.node }), previous });
     }
     const u = model.update(services, slices);
-    const ops = old === undefined ? lbDiff(u.before, u.after, pinOf) : lbDiff(old, model.contents(), pinOf);
     const ids = model.nextIds();
     this.nextService = Math.max(this.nextService, ids.service);
     this.nextBackend = Math.max(this.nextBackend, ids.backend);
-    const writes = await writeMaps(ops, timeoutMs);
+    // Usually only what changed, encoded straight into the map server's batch; after a restart the
+    // whole state against what is pinned.
+    const writes = old === undefined ? await writeMapBatch(u.encode(pinOf), timeoutMs) : await writeMaps(lbDiff(old, model.contents(), pinOf), timeoutMs);
     this.model = model;
-    return { state: u.state, problems: u.problems, writes, fromPinned, recomputed: u.recomputed };
+    return {
+      get state() {
+        return u.state; // assembled when first read
+      },
+      problems: u.problems,
+      writes,
+      fromPinned,
+      recomputed: u.recomputed,
+    };
   }
 }

@@ -391,6 +391,94 @@ export function encodeMapBatch(records: readonly WireRecord[]): Buffer {
   return buf;
 }
 
+/** A batch already in the map server's framing (from MapBatchEncoder), with its record count. */
+export interface EncodedMapBatch {
+  bytes: Buffer;
+  records: number;
+}
+
+/**
+ * Builds a batch in the map server's framing record by record, for writers that encode keys and
+ * values straight into it (no MapWrite objects, no Buffer per key or value). Declare every map
+ * first (`map`), then append records: `update`/`delete` return the offset in `buf` where the key
+ * goes (an update's value follows the key). `buf` may be replaced while growing: read it after
+ * each append. Pure: no I/O. The same bytes as encodeMapBatch for the same records.
+ */
+export class MapBatchEncoder {
+  buf: Buffer;
+  private off = 16;
+  private records = 0;
+  private readonly names = new Map<string, number>();
+
+  constructor(expectedBytes = 4096) {
+    this.buf = Buffer.allocUnsafe(Math.max(64, expectedBytes + 16));
+  }
+
+  /** The index of a map pin in this batch's table; every map must be named before the first record. */
+  map(pin: string): number {
+    const known = this.names.get(pin);
+    if (known !== undefined) return known;
+    if (this.records > 0) throw new WeftError("WEFT_BPF", "maps must be declared before the first record", pin);
+    const name = Buffer.from(pin);
+    if (name.length === 0 || name.length > 4095) throw new WeftError("WEFT_BPF", "map pin must have 1 to 4095 bytes", pin);
+    if (this.names.size === 0xffff) throw new WeftError("WEFT_BPF", "more than 65535 maps in one batch", pin);
+    this.room(2 + name.length);
+    this.buf.writeUInt16LE(name.length, this.off);
+    name.copy(this.buf, this.off + 2);
+    this.off += 2 + name.length;
+    const idx = this.names.size;
+    this.names.set(pin, idx);
+    return idx;
+  }
+
+  private room(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + n));
+    this.buf.copy(next, 0, 0, this.off);
+    this.buf = next;
+  }
+
+  private record(op: number, map: number, keyLen: number, valueLen: number): number {
+    if (map >= this.names.size) throw new WeftError("WEFT_BPF", `map index ${map}: only ${this.names.size} maps declared`, "map batch");
+    this.room(12 + keyLen + valueLen);
+    const b = this.buf;
+    const o = this.off;
+    b[o] = op;
+    b[o + 1] = 0;
+    b[o + 2] = map & 255;
+    b[o + 3] = map >>> 8;
+    b.writeUInt32LE(keyLen, o + 4);
+    b.writeUInt32LE(valueLen, o + 8);
+    this.off = o + 12 + keyLen + valueLen;
+    this.records++;
+    return o + 12;
+  }
+
+  /** Appends an update (BPF_ANY) of map `map`; returns where its key starts (the value follows it). */
+  update(map: number, keyLen: number, valueLen: number): number {
+    return this.record(WMB_OP.update, map, keyLen, valueLen);
+  }
+
+  /** Appends a delete; returns where its key starts. */
+  delete(map: number, keyLen: number): number {
+    return this.record(WMB_OP.delete, map, keyLen, 0);
+  }
+
+  get size(): number {
+    return this.records;
+  }
+
+  /** The finished batch (header filled in). The encoder must not be used afterwards. */
+  finish(): EncodedMapBatch {
+    const b = this.buf;
+    b.writeUInt32LE(WMB_MAGIC, 0);
+    b.writeUInt32LE(this.names.size, 4);
+    b.writeUInt32LE(this.records, 8);
+    b.writeUInt32LE(this.off - 16, 12);
+    return { bytes: b.subarray(0, this.off), records: this.records };
+  }
+}
+
 interface BatchAnswer extends MapWriteResult {
   /** bpf() calls that wrote: one per batch call, one per record where batches do not apply. */
   calls: number;
@@ -495,7 +583,11 @@ let server: MapServer | undefined;
 const counters = { batches: 0, records: 0, calls: 0 };
 
 async function sendBatch(records: readonly WireRecord[], timeoutMs: number): Promise<BatchAnswer> {
-  const batch = encodeMapBatch(records);
+  return sendEncoded({ bytes: encodeMapBatch(records), records: records.length }, timeoutMs);
+}
+
+async function sendEncoded(encoded: EncodedMapBatch, timeoutMs: number): Promise<BatchAnswer> {
+  const batch = encoded.bytes;
   if (!server || server.dead) server = new MapServer();
   const line = await server.request(batch, timeoutMs);
   let answer: BatchAnswer & { error?: string };
@@ -506,7 +598,7 @@ async function sendBatch(records: readonly WireRecord[], timeoutMs: number): Pro
   }
   if (answer.error !== undefined) throw new WeftError("WEFT_BPF", answer.error);
   counters.batches++;
-  counters.records += records.length;
+  counters.records += encoded.records;
   counters.calls += answer.calls;
   return answer;
 }
@@ -521,6 +613,13 @@ async function sendBatch(records: readonly WireRecord[], timeoutMs: number): Pro
 export async function writeMaps(ops: MapWrite[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<MapWriteResult> {
   if (ops.length === 0) return { updated: 0, deleted: 0, absent: 0 };
   const a = await sendBatch(ops, timeoutMs);
+  return { updated: a.updated, deleted: a.deleted, absent: a.absent };
+}
+
+/** writeMaps for a batch encoded by MapBatchEncoder (same guarantees, same errors). */
+export async function writeMapBatch(batch: EncodedMapBatch, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<MapWriteResult> {
+  if (batch.records === 0) return { updated: 0, deleted: 0, absent: 0 };
+  const a = await sendEncoded(batch, timeoutMs);
   return { updated: a.updated, deleted: a.deleted, absent: a.absent };
 }
 

@@ -4,7 +4,7 @@
 // move the kernel from one content to the next without a moment where a live service lacks its
 // entries. Pure: no I/O. I/O edges: lb-sync.ts, nodeport-sync.ts; docs/services.md, docs/nodeport.md.
 
-import type { MapWrite } from "./loader.ts";
+import { type EncodedMapBatch, encodeMapBatch, MapBatchEncoder, type MapWrite } from "./loader.ts";
 import { DEFAULT_MAGLEV_SIZE, isPrime, MAX_MAGLEV_SIZE, maglevTable } from "./maglev.ts";
 import {
   BE_LOCAL,
@@ -15,6 +15,8 @@ import {
   lb4Backend,
   lb4Key,
   lb4Service,
+  lbMaglevChunk,
+  lbMaglevKey,
   MAGLEV_CHUNK,
   maglevChunkValue,
   maglevKey,
@@ -304,29 +306,66 @@ function assemble(units: Iterable<ServiceUnit>): { state: LbState; problems: Ser
   return { state: { frontends, external, backends, maglev }, problems };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the one shared empty list (never written: see own())
+const NONE: any[] = Object.freeze([]) as unknown as any[];
+
+/** `list`, or a new array in its place when it is the shared NONE. */
+function own<T>(list: T[]): T[] {
+  return list === NONE ? [] : list;
+}
+
+function reportProblem(unit: ServiceUnit, service: string, reason: string, port?: string, code: ServiceProblem["code"] = "WEFT_SERVICE_INVALID"): void {
+  unit.problems = own(unit.problems);
+  unit.problems.push(port === undefined ? { code, service, reason } : { code, service, port, reason });
+}
+
+/** IPV4.test(s) without the regex engine (the hot path: every endpoint address). */
+function isIPv4(s: string): boolean {
+  const n = s.length;
+  if (n < 7 || n > 15) return false;
+  let parts = 0;
+  let digits = 0;
+  let value = 0;
+  let first = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? s.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || value > 255 || (digits > 1 && first === 48) || ++parts > 4) return false;
+      digits = 0;
+      value = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 0) first = c;
+      if (++digits > 3) return false;
+      value = value * 10 + (c - 48);
+    } else return false;
+  }
+  return parts === 4;
+}
+
 /** One service's entries and problems; takes ids and frontends from `ctx` and records its own there. */
 function computeService(svc: ServiceInput, name: string, svcSlices: readonly EndpointSliceInput[], ctx: Pass): ServiceUnit {
+  // external, maglev and problems start as the shared NONE and get an array of their own when
+  // first needed (most services have none of them); every write goes through own().
   const unit: ServiceUnit = {
     serviceKeys: [],
     serviceIds: [],
     backendKeys: [],
     backendIds: [],
     frontends: [],
-    external: [],
+    external: NONE,
     backends: [],
-    maglev: [],
-    problems: [],
+    maglev: NONE,
+    problems: NONE,
   };
   const spec = svc.spec ?? {};
-  const problem = (reason: string, port?: string, code: ServiceProblem["code"] = "WEFT_SERVICE_INVALID") => {
-    unit.problems.push(port === undefined ? { code, service: name, reason } : { code, service: name, port, reason });
-  };
   if (spec.type === "ExternalName") return unit;
   const clusterIP = spec.clusterIP;
   if (clusterIP === "None") return unit; // headless: DNS only
   // -- service-wide settings: any error leaves the whole service out --
   if (clusterIP !== undefined && clusterIP !== "" && !IPV4.test(clusterIP)) {
-    problem(
+    reportProblem(
+      unit,
+      name,
       clusterIP.includes(":") ? `clusterIP ${clusterIP}: IPv6 is not supported yet` : `clusterIP "${clusterIP}" is not an IPv4 address`,
       undefined,
       clusterIP.includes(":") ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
@@ -336,34 +375,34 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
   const externalIPs = spec.externalIPs ?? [];
   const badExternal = externalIPs.find((ip) => !IPV4.test(ip));
   if (badExternal !== undefined) {
-    problem(`externalIPs: "${badExternal}" is not an IPv4 address`);
+    reportProblem(unit, name, `externalIPs: "${badExternal}" is not an IPv4 address`);
     return unit;
   }
   let affinityTimeout = 0;
   if (spec.sessionAffinity === "ClientIP") {
     const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT;
     if (!Number.isInteger(t) || t < 1 || t > MAX_AFFINITY_TIMEOUT) {
-      problem(`sessionAffinityConfig.clientIP.timeoutSeconds ${t} is not in 1..${MAX_AFFINITY_TIMEOUT}`);
+      reportProblem(unit, name, `sessionAffinityConfig.clientIP.timeoutSeconds ${t} is not in 1..${MAX_AFFINITY_TIMEOUT}`);
       return unit;
     }
     affinityTimeout = t;
   } else if (spec.sessionAffinity !== undefined && spec.sessionAffinity !== "None") {
-    problem(`sessionAffinity "${spec.sessionAffinity}" is not None or ClientIP`);
+    reportProblem(unit, name, `sessionAffinity "${spec.sessionAffinity}" is not None or ClientIP`);
     return unit;
   }
   const itp = spec.internalTrafficPolicy ?? "Cluster";
   if (itp !== "Cluster" && itp !== "Local") {
-    problem(`internalTrafficPolicy "${itp}" is not Cluster or Local`);
+    reportProblem(unit, name, `internalTrafficPolicy "${itp}" is not Cluster or Local`);
     return unit;
   }
   const etp = spec.externalTrafficPolicy ?? "Cluster";
   if (etp !== "Cluster" && etp !== "Local") {
-    problem(`externalTrafficPolicy "${etp}" is not Cluster or Local`);
+    reportProblem(unit, name, `externalTrafficPolicy "${etp}" is not Cluster or Local`);
     return unit;
   }
   const type = spec.type ?? "ClusterIP";
   if (type !== "ClusterIP" && type !== "NodePort" && type !== "LoadBalancer") {
-    problem(`type "${type}" is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
+    reportProblem(unit, name, `type "${type}" is not ClusterIP, NodePort, LoadBalancer or ExternalName`);
     return unit;
   }
   // LoadBalancer ingress IPs (hostname-only entries name no address here).
@@ -373,7 +412,9 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
   }
   const badLb = lbIPs.find((ip) => !IPV4.test(ip));
   if (badLb !== undefined) {
-    problem(
+    reportProblem(
+      unit,
+      name,
       badLb.includes(":")
         ? `status.loadBalancer.ingress ip ${badLb}: IPv6 is not supported yet`
         : `status.loadBalancer.ingress ip "${badLb}" is not an IPv4 address`,
@@ -385,7 +426,7 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
   const annotations = svc.metadata.annotations ?? {};
   const algorithm = annotations[ANNOTATION_ALGORITHM] ?? "random";
   if (algorithm !== "random" && algorithm !== "maglev") {
-    problem(`annotation ${ANNOTATION_ALGORITHM}: "${algorithm}" is not random or maglev`);
+    reportProblem(unit, name, `annotation ${ANNOTATION_ALGORITHM}: "${algorithm}" is not random or maglev`);
     return unit;
   }
   let maglevSize = 0;
@@ -393,87 +434,123 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
     const raw = annotations[ANNOTATION_MAGLEV_SIZE];
     maglevSize = raw === undefined ? DEFAULT_MAGLEV_SIZE : /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
     if (!isPrime(maglevSize) || maglevSize < 7 || maglevSize > MAX_MAGLEV_SIZE) {
-      problem(`annotation ${ANNOTATION_MAGLEV_SIZE}: "${raw}" is not a prime in 7..${MAX_MAGLEV_SIZE}`);
+      reportProblem(unit, name, `annotation ${ANNOTATION_MAGLEV_SIZE}: "${raw}" is not a prime in 7..${MAX_MAGLEV_SIZE}`);
       return unit;
     }
   } else if (annotations[ANNOTATION_MAGLEV_SIZE] !== undefined) {
-    problem(`annotation ${ANNOTATION_MAGLEV_SIZE} needs ${ANNOTATION_ALGORITHM}: maglev`);
+    reportProblem(unit, name, `annotation ${ANNOTATION_MAGLEV_SIZE} needs ${ANNOTATION_ALGORITHM}: maglev`);
     return unit;
   }
   const ports = spec.ports ?? [];
   if (ports.length > 1 && ports.some((p) => !p.name)) {
-    problem("every port must be named when a service has more than one");
+    reportProblem(unit, name, "every port must be named when a service has more than one");
     return unit;
   }
-  const anyEndpoint = svcSlices.some((s) => (s.endpoints ?? []).length > 0);
-  const seenPorts = new Set<string>();
+  let anyEndpoint = false;
+  for (const s of svcSlices) if ((s.endpoints ?? []).length > 0) anyEndpoint = true;
+  const seenPorts = ports.length > 1 ? new Set<string>() : undefined;
 
   // -- per port: an error leaves that port out, the service's other ports stay --
   for (const p of ports) {
     const portLabel = p.name || String(p.port);
     if (!validPort(p.port)) {
-      problem(`port ${JSON.stringify(p.port)} is not in 1..65535`, portLabel);
+      reportProblem(unit, name, `port ${JSON.stringify(p.port)} is not in 1..65535`, portLabel);
       continue;
     }
     const protoRaw = p.protocol ?? "TCP";
     const proto = protoRaw === "TCP" || protoRaw === "UDP" ? (protoRaw as Protocol) : undefined;
     if (!proto) {
-      problem(`protocol ${protoRaw} is not supported (TCP, UDP)`, portLabel, protoRaw === "SCTP" ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID");
+      reportProblem(
+        unit,
+        name,
+        `protocol ${protoRaw} is not supported (TCP, UDP)`,
+        portLabel,
+        protoRaw === "SCTP" ? "WEFT_SERVICE_UNSUPPORTED" : "WEFT_SERVICE_INVALID",
+      );
       continue;
     }
-    if (seenPorts.has(`${p.port}/${proto}`)) {
-      problem(`port ${p.port}/${proto} appears twice`, portLabel);
+    if (seenPorts?.has(`${p.port}/${proto}`)) {
+      reportProblem(unit, name, `port ${p.port}/${proto} appears twice`, portLabel);
       continue;
     }
-    seenPorts.add(`${p.port}/${proto}`);
+    seenPorts?.add(`${p.port}/${proto}`);
     const target = p.targetPort ?? p.port;
     let targetNumber: number | undefined;
     if (typeof target === "number" || /^\d+$/.test(target)) {
       targetNumber = Number(target);
       if (!validPort(targetNumber)) {
-        problem(`targetPort ${JSON.stringify(target)} is not in 1..65535`, portLabel);
+        reportProblem(unit, name, `targetPort ${JSON.stringify(target)} is not in 1..65535`, portLabel);
         continue;
       }
     } else if (!PORT_NAME.test(target) || !/[a-z]/.test(target)) {
-      problem(`targetPort "${target}" is neither a port number nor a port name`, portLabel);
+      reportProblem(unit, name, `targetPort "${target}" is neither a port number nor a port name`, portLabel);
       continue;
     }
     if (p.nodePort !== undefined && !validPort(p.nodePort)) {
-      problem(`nodePort ${JSON.stringify(p.nodePort)} is not in 1..65535`, portLabel);
+      reportProblem(unit, name, `nodePort ${JSON.stringify(p.nodePort)} is not in 1..65535`, portLabel);
       continue;
     }
 
     // Endpoints of this port: a slice names its ports as the service does and gives the
     // resolved target port; a slice without the port gives nothing for a named targetPort.
-    const resolved = new Map<string, Resolved>();
+    // In first-seen order; a duplicate address:port updates its entry in place. Found by a
+    // linear search while small, through an index (address:port → position) once large.
+    const resolved: Resolved[] = [];
+    let index: Map<string, number> | undefined;
     let offered = false;
+    const portName = p.name ?? "";
     for (const s of svcSlices) {
-      const sp = (s.ports ?? []).find((x) => (x.name ?? "") === (p.name ?? "") && (x.protocol ?? "TCP") === proto);
+      let sp: NonNullable<EndpointSliceInput["ports"]>[number] | undefined;
+      for (const x of s.ports ?? []) {
+        if ((x.name ?? "") === portName && (x.protocol ?? "TCP") === proto) {
+          sp = x;
+          break;
+        }
+      }
       const port = sp && validPort(sp.port) ? sp.port : targetNumber;
       if (port === undefined) continue;
       offered = true;
       for (const e of s.endpoints ?? []) {
         const address = e.addresses[0];
-        if (address === undefined || !IPV4.test(address)) continue;
+        if (address === undefined || !isIPv4(address)) continue;
         const terminating = e.conditions?.terminating === true;
         const readyCondition = e.conditions?.ready ?? true; // unset means ready (Kubernetes)
         const ready = readyCondition && !terminating;
         const serving = e.conditions?.serving ?? readyCondition;
         if (!ready && !(terminating && serving)) continue; // neither ready nor draining: no entry
-        const k = `${address}:${port}`;
-        const was = resolved.get(k);
-        resolved.set(k, {
+        let at = -1;
+        if (index !== undefined) at = index.get(`${address}:${port}`) ?? -1;
+        else {
+          for (let i = 0; i < resolved.length; i++) {
+            if ((resolved[i] as Resolved).port === port && (resolved[i] as Resolved).address === address) {
+              at = i;
+              break;
+            }
+          }
+        }
+        const local = ctx.node !== undefined && e.nodeName === ctx.node;
+        const was = at >= 0 ? (resolved[at] as Resolved) : undefined;
+        const r: Resolved = {
           address,
           port,
           // Duplicates happen while slices are rewritten: ready anywhere wins.
           ready: ready || (was?.ready ?? false),
           terminating: was ? was.terminating && terminating : terminating,
-          local: ctx.node !== undefined && e.nodeName === ctx.node,
-        });
+          local,
+        };
+        if (was) resolved[at] = r;
+        else {
+          resolved.push(r);
+          if (index !== undefined) index.set(`${address}:${port}`, resolved.length - 1);
+          else if (resolved.length === 16) {
+            index = new Map();
+            for (let i = 0; i < resolved.length; i++) index.set(`${(resolved[i] as Resolved).address}:${(resolved[i] as Resolved).port}`, i);
+          }
+        }
       }
     }
     if (!offered && anyEndpoint) {
-      problem(`targetPort "${target}" is not a port of any endpoint`, portLabel);
+      reportProblem(unit, name, `targetPort "${target}" is not a port of any endpoint`, portLabel);
       continue;
     }
 
@@ -493,13 +570,18 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
     }
     const clash = wanted.find((w) => ctx.usedFrontends.has(frontendId(w.address, p.port, proto)));
     if (clash) {
-      problem(`${clash.address}:${p.port}/${proto} is already a frontend of ${ctx.usedFrontends.get(frontendId(clash.address, p.port, proto))}`, portLabel);
+      reportProblem(
+        unit,
+        name,
+        `${clash.address}:${p.port}/${proto} is already a frontend of ${ctx.usedFrontends.get(frontendId(clash.address, p.port, proto))}`,
+        portLabel,
+      );
       continue;
     }
     const clashOut = outside.find((o) => ctx.usedFrontends.has(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL)));
     if (clashOut) {
       const other = ctx.usedFrontends.get(frontendId(clashOut.address, clashOut.port, proto, SCOPE_EXTERNAL));
-      problem(`${externalName(clashOut.address, clashOut.port, proto)} is already a frontend of ${other}`, portLabel);
+      reportProblem(unit, name, `${externalName(clashOut.address, clashOut.port, proto)} is already a frontend of ${other}`, portLabel);
       continue;
     }
     if (wanted.length === 0 && outside.length === 0) continue; // no address allocated yet
@@ -522,15 +604,18 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
       unit.serviceIds.push(sid);
     }
 
-    const backends: LbBackend[] = [...resolved.values()].map((r) => {
+    const backends: LbBackend[] = [];
+    let sorted = true;
+    for (const r of resolved) {
       const key = backendId(sid, r.address, r.port, proto);
       const id = ctx.prev.backends.get(key) ?? ctx.nextBackend++;
       unit.backendKeys.push(key);
       unit.backendIds.push(id);
-      return { id, address: r.address, port: r.port, proto, serviceId: sid, flags: (r.ready ? 0 : BE_TERMINATING) | (r.local ? BE_LOCAL : 0) };
-    });
-    backends.sort((a, b) => a.id - b.id);
-    unit.backends.push(...backends);
+      if (backends.length > 0 && (backends[backends.length - 1] as LbBackend).id > id) sorted = false;
+      backends.push({ id, address: r.address, port: r.port, proto, serviceId: sid, flags: (r.ready ? 0 : BE_TERMINATING) | (r.local ? BE_LOCAL : 0) });
+    }
+    if (!sorted) backends.sort((a, b) => a.id - b.id);
+    for (const b of backends) unit.backends.push(b);
     const selectable = backends.filter((b) => !(b.flags & BE_TERMINATING));
     const local = selectable.filter((b) => b.flags & BE_LOCAL);
 
@@ -556,6 +641,7 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
     for (const o of outside) {
       ctx.usedFrontends.set(frontendId(o.address, o.port, proto, SCOPE_EXTERNAL), service);
       const chosen = o.flags & SVC_LOCAL ? local : selectable;
+      unit.external = own(unit.external);
       unit.external.push({
         address: o.address,
         port: o.port,
@@ -578,6 +664,7 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
           list.map((b) => ({ name: `${b.address}:${b.port}` })),
           maglevSize,
         );
+        unit.maglev = own(unit.maglev);
         unit.maglev.push({ serviceId: sid, scope, backendIds: Uint32Array.from(idx, (i) => (list[i] as LbBackend).id) });
       }
     }
@@ -602,10 +689,36 @@ export function emptyContents(): LbContents {
 // walk; the layout still comes from the mirrors (their offsets and sizes), and a sample of each
 // is compared with the mirror's own encoding when this module loads.
 const HEX2 = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-const KEY = lb4Key.offsets as Record<"address" | "dport" | "slot" | "proto" | "scope", number>;
+const KEY = lb4Key.offsets as Record<"address" | "dport" | "slot" | "proto" | "scope" | "pad", number>;
 const SVC = lb4Service.offsets as Record<"service_id" | "backend_id" | "count" | "affinity_timeout" | "maglev_size" | "flags", number>;
 const BE = lb4Backend.offsets as Record<"address" | "port" | "proto" | "flags" | "service_id", number>;
 const SLOT_HEX = 2 * KEY.slot;
+const MK = lbMaglevKey.offsets as Record<"service_id" | "chunk" | "scope" | "pad", number>;
+
+function putU32LE(b: Buffer, at: number, v: number): void {
+  b[at] = v & 255;
+  b[at + 1] = (v >>> 8) & 255;
+  b[at + 2] = (v >>> 16) & 255;
+  b[at + 3] = v >>> 24;
+}
+function putU32BE(b: Buffer, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = (v >>> 16) & 255;
+  b[at + 2] = (v >>> 8) & 255;
+  b[at + 3] = v & 255;
+}
+function putU16BE(b: Buffer, at: number, v: number): void {
+  b[at] = (v >>> 8) & 255;
+  b[at + 1] = v & 255;
+}
+
+/** The parts of a state or unit that become map entries. */
+interface ServiceUnitView {
+  frontends: readonly LbFrontend[];
+  external?: readonly LbFrontend[];
+  backends: readonly LbBackend[];
+  maglev: readonly LbMaglevTable[];
+}
 
 /** A validated dotted quad as a host-order u32 whose big-endian bytes are the address. */
 function ipv4Number(ip: string): number {
@@ -812,6 +925,112 @@ export function lbDiff(old: LbContents, next: LbContents, pinOf: (map: string) =
   ];
 }
 
+/**
+ * lbDiff(empty, contents of `units`) encoded for the map server without building the contents:
+ * the same records in the same order (backends, Maglev chunks, slots, service entries, each in
+ * unit order), keys and values written straight into the batch from the mirrors' offsets.
+ */
+export function encodeCreate(units: readonly ServiceUnitView[], pinOf: (map: string) => string): EncodedMapBatch {
+  let nb = 0;
+  let nm = 0;
+  let ns = 0;
+  for (const u of units) {
+    nb += u.backends.length;
+    for (const t of u.maglev) nm += Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
+    for (const f of u.frontends) ns += 1 + f.backendIds.length;
+    for (const f of u.external ?? []) ns += 1 + f.backendIds.length;
+  }
+  const kS = lb4Key.size;
+  const vS = lb4Service.size;
+  const vB = lb4Backend.size;
+  const kM = lbMaglevKey.size;
+  const vM = lbMaglevChunk.size;
+  const enc = new MapBatchEncoder(nb * (12 + 4 + vB) + nm * (12 + kM + vM) + ns * (12 + kS + vS) + 3 * 4096);
+  // Maps are declared in the order lbDiff's writes first use them (encodeMapBatch's table order).
+  const mB = nb > 0 ? enc.map(pinOf(LB_MAPS.backends)) : -1;
+  const mM = nm > 0 ? enc.map(pinOf(LB_MAPS.maglev)) : -1;
+  const mS = ns > 0 ? enc.map(pinOf(LB_MAPS.services)) : -1;
+  for (const u of units) {
+    for (const be of u.backends) {
+      const at = enc.update(mB, 4, vB);
+      const b = enc.buf;
+      putU32LE(b, at, be.id);
+      putU32BE(b, at + 4 + BE.address, ipv4Number(be.address));
+      putU16BE(b, at + 4 + BE.port, be.port);
+      b[at + 4 + BE.proto] = PROTO[be.proto];
+      b[at + 4 + BE.flags] = be.flags;
+      putU32LE(b, at + 4 + BE.service_id, be.serviceId);
+    }
+  }
+  for (const u of units) {
+    for (const t of u.maglev) {
+      const ids = t.backendIds;
+      const chunks = Math.ceil(ids.length / MAGLEV_CHUNK);
+      for (let c = 0; c < chunks; c++) {
+        const at = enc.update(mM, kM, vM);
+        const b = enc.buf;
+        putU32LE(b, at + MK.service_id, t.serviceId);
+        b[at + MK.chunk] = c & 255;
+        b[at + MK.chunk + 1] = c >>> 8;
+        b[at + MK.scope] = t.scope;
+        b[at + MK.pad] = 0;
+        // As maglevChunkValue: entries past the table's end repeat it from the start.
+        const v = at + kM;
+        for (let i = 0, j = (c * MAGLEV_CHUNK) % ids.length; i < MAGLEV_CHUNK; i++) {
+          putU32LE(b, v + 4 * i, ids[j] as number);
+          if (++j === ids.length) j = 0;
+        }
+      }
+    }
+  }
+  const frontendKey = (b: Buffer, at: number, f: LbFrontend, addr: number, slot: number) => {
+    putU32BE(b, at + KEY.address, addr);
+    putU16BE(b, at + KEY.dport, f.port);
+    b[at + KEY.slot] = slot & 255;
+    b[at + KEY.slot + 1] = slot >>> 8;
+    b[at + KEY.proto] = PROTO[f.proto];
+    b[at + KEY.scope] = f.scope ?? SCOPE_INTERNAL;
+    b[at + KEY.pad] = 0;
+    b[at + KEY.pad + 1] = 0;
+  };
+  const slots = (f: LbFrontend) => {
+    const addr = ipv4Number(f.address);
+    for (let i = 0; i < f.backendIds.length; i++) {
+      const at = enc.update(mS, kS, vS);
+      const b = enc.buf;
+      frontendKey(b, at, f, addr, i + 1);
+      const v = at + kS;
+      putU32LE(b, v + SVC.service_id, f.serviceId);
+      putU32LE(b, v + SVC.backend_id, f.backendIds[i] as number);
+      putU32LE(b, v + SVC.count, 0);
+      putU32LE(b, v + SVC.affinity_timeout, 0);
+      putU32LE(b, v + SVC.maglev_size, 0);
+      putU32LE(b, v + SVC.flags, 0);
+    }
+  };
+  const entry = (f: LbFrontend) => {
+    const at = enc.update(mS, kS, vS);
+    const b = enc.buf;
+    frontendKey(b, at, f, ipv4Number(f.address), 0);
+    const v = at + kS;
+    putU32LE(b, v + SVC.service_id, f.serviceId);
+    putU32LE(b, v + SVC.backend_id, 0);
+    putU32LE(b, v + SVC.count, f.backendIds.length);
+    putU32LE(b, v + SVC.affinity_timeout, f.affinityTimeout);
+    putU32LE(b, v + SVC.maglev_size, f.maglevSize);
+    putU32LE(b, v + SVC.flags, f.flags);
+  };
+  for (const u of units) {
+    for (const f of u.frontends) slots(f);
+    for (const f of u.external ?? []) slots(f);
+  }
+  for (const u of units) {
+    for (const f of u.frontends) entry(f);
+    for (const f of u.external ?? []) entry(f);
+  }
+  return enc.finish();
+}
+
 // ---- incremental: the same computation, redone only for the services whose inputs changed ---------
 
 /** The fields of a Service that computeService reads (a copy, so later edits of the input show). */
@@ -963,7 +1182,8 @@ interface Memo {
   slices: SliceSnap[];
   tokens: string[];
   unit: ServiceUnit;
-  entries: Entries;
+  /** The unit's map entries, encoded when first needed (a diff against this service, contents()). */
+  entries: Entries | undefined;
   /** The update that last saw this service in the inputs, and the input it saw. */
   seen: number;
   input: ServiceInput;
@@ -973,11 +1193,57 @@ export interface LbUpdate {
   /** The whole state (assembled when first read). */
   readonly state: LbState;
   problems: ServiceProblem[];
-  /** What the recomputed services held before and hold now; every other entry is unchanged. */
-  before: LbContents;
-  after: LbContents;
+  /** What the recomputed services held before and hold now (built when first read); every other entry is unchanged. */
+  readonly before: LbContents;
+  readonly after: LbContents;
   /** How many services were recomputed (changed, added, removed, or sharing a frontend with one). */
   recomputed: number;
+  /**
+   * The writes of this update, encoded for the map server: the bytes of
+   * encodeMapBatch(lbDiff(before, after, pinOf)). When the recomputed services held nothing before
+   * (from empty, or only new services), they are encoded straight from the computed entries.
+   */
+  encode(pinOf: (map: string) => string): EncodedMapBatch;
+}
+
+const entriesOfMemo = (m: Memo): Entries => {
+  m.entries ??= entriesOf(m.unit);
+  return m.entries;
+};
+
+/** An LbUpdate whose before/after contents are built only when read. */
+function lazyUpdate(state: () => LbState, problems: ServiceProblem[], recomputed: number, olds: readonly Memo[], news: readonly Memo[]): LbUpdate {
+  let before: LbContents | undefined;
+  let after: LbContents | undefined;
+  const contentsOf = (memos: readonly Memo[]) => {
+    const out = emptyContents();
+    for (const m of memos) addEntries(out, entriesOfMemo(m));
+    return out;
+  };
+  return {
+    get state() {
+      return state();
+    },
+    problems,
+    recomputed,
+    get before() {
+      before ??= contentsOf(olds);
+      return before;
+    },
+    get after() {
+      after ??= contentsOf(news);
+      return after;
+    },
+    encode(pinOf) {
+      if (olds.length === 0)
+        return encodeCreate(
+          news.map((m) => m.unit),
+          pinOf,
+        );
+      const ops = lbDiff(this.before, this.after, pinOf);
+      return { bytes: encodeMapBatch(ops), records: ops.length };
+    },
+  };
 }
 
 function addOwner(index: Map<string, string[]>, token: string, key: string): void {
@@ -1034,7 +1300,7 @@ export class LbModel {
   /** The complete contents of the current state (as lbContents of it). */
   contents(): LbContents {
     const out = emptyContents();
-    for (const key of this.order) addEntries(out, (this.memo.get(key) as Memo).entries);
+    for (const key of this.order) addEntries(out, entriesOfMemo(this.memo.get(key) as Memo));
     return out;
   }
 
@@ -1096,18 +1362,7 @@ export class LbModel {
     }
     const removed: string[] = [];
     if (seen !== this.memo.size) for (const m of this.memo.values()) if (m.seen !== gen) removed.push(m.key);
-    if (changed.length === 0 && removed.length === 0) {
-      const state = this.stateGetter();
-      return {
-        get state() {
-          return state();
-        },
-        problems: this.problems,
-        before: emptyContents(),
-        after: emptyContents(),
-        recomputed: 0,
-      };
-    }
+    if (changed.length === 0 && removed.length === 0) return lazyUpdate(this.stateGetter(), this.problems, 0, [], []);
     if (added.size > 0 || removed.length > 0) {
       const keys = this.order.filter((k) => this.memo.get(k)?.seen === gen);
       for (const k of added.keys()) keys.push(k);
@@ -1155,18 +1410,17 @@ export class LbModel {
       const f = fresh.get(key) ?? (this.memo.get(key) as Memo);
       const where = added.get(key) ?? (this.memo.get(key) as Memo);
       const unit = computeService(svc, nameOf(svc.metadata), slicesOf(bySvc, svc), pass);
-      next.push({ key, ns: where.ns, name: where.name, svc: f.svc, slices: f.slices, tokens: f.tokens, unit, entries: entriesOf(unit), seen: gen, input: svc });
+      next.push({ key, ns: where.ns, name: where.name, svc: f.svc, slices: f.slices, tokens: f.tokens, unit, entries: undefined, seen: gen, input: svc });
     }
     this.nextService = pass.nextService;
     this.nextBackend = pass.nextBackend;
 
-    // Swap the dirty services' memos, ids and tokens; collect what they held and hold.
-    const before = emptyContents();
-    const after = emptyContents();
+    // Swap the dirty services' memos, ids and tokens; keep what they held and hold for the diff.
+    const olds: Memo[] = [];
     for (const key of dirty) {
       const old = this.memo.get(key);
       if (!old) continue;
-      addEntries(before, old.entries);
+      olds.push(old);
       for (const k of old.unit.serviceKeys) this.serviceIds.delete(k);
       for (const k of old.unit.backendKeys) this.backendIds.delete(k);
       for (const t of old.tokens) {
@@ -1180,7 +1434,6 @@ export class LbModel {
       this.memoByName.get(old.ns)?.delete(old.name);
     }
     for (const m of next) {
-      addEntries(after, m.entries);
       for (let i = 0; i < m.unit.serviceKeys.length; i++) this.serviceIds.set(m.unit.serviceKeys[i] as string, m.unit.serviceIds[i] as number);
       for (let i = 0; i < m.unit.backendKeys.length; i++) this.backendIds.set(m.unit.backendKeys[i] as string, m.unit.backendIds[i] as number);
       for (const t of m.tokens) addOwner(this.tokenIndex, t, m.key);
@@ -1191,15 +1444,6 @@ export class LbModel {
     this.units = this.order.map((key) => (this.memo.get(key) as Memo).unit);
     this.problems = [];
     for (const unit of this.units) for (const p of unit.problems) this.problems.push(p);
-    const state = this.stateGetter();
-    return {
-      get state() {
-        return state();
-      },
-      problems: this.problems,
-      before,
-      after,
-      recomputed: dirty.size,
-    };
+    return lazyUpdate(this.stateGetter(), this.problems, dirty.size, olds, next);
   }
 }

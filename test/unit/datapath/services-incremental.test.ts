@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { MapWrite } from "../../../src/datapath/loader.ts";
+import { encodeMapBatch, type MapWrite } from "../../../src/datapath/loader.ts";
 import { LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../../../src/datapath/maps/lb.ts";
 import {
   desiredLb,
@@ -76,6 +76,11 @@ function step(model: LbModel, contents: LbContents, services: ServiceInput[], sl
   assert.deepEqual(u.state, scratch.state);
   assert.deepEqual(u.problems, scratch.problems);
   const ops = lbDiff(u.before, u.after, pin);
+  // The encoded batch the sync sends is exactly these writes (encoded straight from the computed
+  // entries when the recomputed services held nothing before, as from empty).
+  const batch = u.encode(pin);
+  assert.equal(batch.records, ops.length);
+  assert.ok(batch.bytes.equals(encodeMapBatch(ops)), "the encoded batch is lbDiff's writes, byte for byte");
   const next = apply(contents, ops);
   assert.deepEqual(next, lbContents(scratch.state), "the incremental writes reach the from-scratch contents");
   assert.deepEqual(model.contents(), next);
@@ -346,6 +351,55 @@ describe("incremental equals from scratch over random edit sequences", () => {
       assert.ok(ms < 60_000);
     });
   }
+});
+
+describe("incremental: writes encoded straight from the computed entries", () => {
+  it("from empty, every kind of entry (Maglev tables of several chunks, NodePort, ExternalIPs, affinity, Local, UDP) is lbDiff's writes byte for byte", () => {
+    const maglev = (size: number) => ({ "service.weft.io/lb-algorithm": "maglev", "service.weft.io/maglev-table-size": String(size) });
+    const services: ServiceInput[] = [
+      { metadata: { namespace: "a", name: "big", annotations: maglev(1021) }, spec: { clusterIP: "10.96.2.1", ports: [{ port: 80, targetPort: 8080 }] } },
+      {
+        metadata: { namespace: "a", name: "small", annotations: maglev(7) },
+        spec: { clusterIP: "10.96.2.2", ports: [{ port: 53, protocol: "UDP", targetPort: 5353 }] },
+      },
+      {
+        metadata: { namespace: "b", name: "np" },
+        spec: {
+          type: "NodePort",
+          clusterIP: "10.96.2.3",
+          externalIPs: ["192.0.2.9"],
+          externalTrafficPolicy: "Local",
+          internalTrafficPolicy: "Local",
+          sessionAffinity: "ClientIP",
+          ports: [
+            { name: "http", port: 80, targetPort: 8080, nodePort: 30080 },
+            { name: "dns", port: 53, protocol: "UDP", targetPort: 5353, nodePort: 30053 },
+          ],
+        },
+      },
+    ];
+    const eps = (ns: string, name: string, n: number): EndpointSliceInput => ({
+      metadata: { namespace: ns, name: `${name}-0`, labels: { "kubernetes.io/service-name": name } },
+      addressType: "IPv4",
+      endpoints: Array.from({ length: n }, (_, i) =>
+        ep(`10.201.${n}.${i + 1}`, i === 1 ? { ready: false, serving: true, terminating: true } : {}, i % 2 ? "n2" : "n1"),
+      ),
+      ports: [
+        { name: "", port: 8080, protocol: "TCP" },
+        { name: "http", port: 8080, protocol: "TCP" },
+        { name: "dns", port: 5353, protocol: "UDP" },
+      ],
+    });
+    const slices = [eps("a", "big", 9), eps("a", "small", 3), eps("b", "np", 4)];
+    const model = new LbModel({ node: "n1" });
+    const first = step(model, emptyContents(), services, slices, "n1");
+    assert.ok(first.u.after.maglev.size >= 4 + 1, "the 1021-entry table takes four chunks");
+    assert.ok(first.u.state.external && first.u.state.external.length > 0, "external frontends are written");
+    // Only new services added: encoded straight as well.
+    const more = [...services, { metadata: { namespace: "c", name: "late" }, spec: { clusterIP: "10.96.2.4", ports: [{ port: 80, targetPort: 8080 }] } }];
+    const second = step(model, first.contents, more, [...slices, eps("c", "late", 2)], "n1");
+    assert.equal(second.u.recomputed, 1);
+  });
 });
 
 describe("incremental: lb4 key layout of the writes", () => {

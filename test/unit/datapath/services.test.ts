@@ -404,6 +404,41 @@ const cases: Case[] = [
     problems: ["default/b:80: 10.96.0.10:80/TCP is already a frontend of default/a:80"],
   },
   {
+    name: "endpoint addresses that are not dotted IPv4 quads get no backend",
+    services: [svc("web", web())],
+    slices: [
+      slice(
+        "web",
+        [
+          "10.200.1.5",
+          "010.200.1.6",
+          "10.200.1.256",
+          "10.200.1.",
+          "10.200.1.7.",
+          ".10.200.1.8",
+          "10.200..9",
+          "1.2.3",
+          "10.200.1.1O",
+          " 10.200.1.9",
+          "fd00::5",
+          "0.0.0.0",
+          "255.255.255.255",
+          "",
+        ].map((ip) => ep(ip)),
+      ),
+    ],
+    frontends: ["10.96.0.10:80/TCP → [10.200.1.5:8080 0.0.0.0:8080 255.255.255.255:8080]"],
+  },
+  {
+    name: "many endpoints with duplicates across slices: one backend each, in first-seen order, ready anywhere wins",
+    services: [svc("web", web())],
+    slices: [
+      slice("web", [...Array.from({ length: 20 }, (_, i) => ep(`10.200.2.${i + 1}`, { ready: i !== 3, serving: true, terminating: i === 3 }))]),
+      slice("web", [ep("10.200.2.4"), ep("10.200.2.21"), ep("10.200.2.1")]),
+    ],
+    frontends: [`10.96.0.10:80/TCP → [${Array.from({ length: 21 }, (_, i) => `10.200.2.${i + 1}:8080`).join(" ")}]`],
+  },
+  {
     name: "slices of another namespace or address type are ignored",
     services: [svc("web", web())],
     slices: [
