@@ -42,6 +42,13 @@ export interface L7Http {
   url: string;
   protocol: string;
   headers?: HttpHeader[];
+  /**
+   * headerMatches mismatch actions (Weft's addition; Cilium's access log fields of the same names):
+   * headers the request lacked or had with another value, with the value the rule expected
+   * (logged, added or set), and values the proxy removed or overwrote.
+   */
+  missing_headers?: HttpHeader[];
+  rejected_headers?: HttpHeader[];
 }
 export interface Layer7 {
   type: "REQUEST" | "RESPONSE" | "SAMPLE";

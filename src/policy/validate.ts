@@ -5,6 +5,7 @@
 
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { WeftError } from "../core/errors.ts";
+import { headerActionRefusal } from "../proxy/filters/l7-policy.ts";
 import { cidrContains, parseCidr } from "./cidr.ts";
 import { validateDnsRule } from "./l7/dns.ts";
 import { validateHttpRule } from "./l7/http-match.ts";
@@ -242,8 +243,10 @@ function checkPeerRule(r: PeerRuleDoc, at: string, dir: "ingress" | "egress", pu
       (h.headerMatches ?? []).forEach((m, k) => {
         if (m.secret !== undefined)
           push("WEFT_POLICY_UNSUPPORTED", `${q}.headerMatches[${k}].secret`, "header values from Secrets are not supported by Weft yet");
-        if (m.mismatch !== undefined)
-          push("WEFT_POLICY_UNSUPPORTED", `${q}.headerMatches[${k}].mismatch`, "header rewriting on mismatch is not supported by Weft yet");
+        // LOG, ADD, DELETE, REPLACE are enforced by the proxy (src/proxy/filters/l7-policy.ts), except
+        // edits of framing, hop-by-hop and forwarding headers, and values no header field can carry.
+        const refusal = m.mismatch ? headerActionRefusal(m.name, m.mismatch, m.value) : undefined;
+        if (refusal) push(refusal.invalid ? "WEFT_POLICY_INVALID" : "WEFT_POLICY_UNSUPPORTED", `${q}.headerMatches[${k}].${refusal.field}`, refusal.reason);
       });
     });
     (rules.kafka ?? []).forEach((kr, i) => {

@@ -5,7 +5,8 @@
 export const Protocol = { NeedMore: 0, Http1: 1, Http2: 2, Tls: 3, Unknown: 4 } as const;
 export type ProtocolCode = (typeof Protocol)[keyof typeof Protocol];
 
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+/** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
+export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
 const TCHAR = new Uint8Array(256);
 for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;

@@ -1,8 +1,10 @@
 // Where the proxy's flows go: the node's agent, as JSON lines POSTed to its Unix socket
 // (`/v1/flows`), batched and bounded (a slow agent costs dropped flows, counted, never memory or
-// request latency); an in-memory sink for tests.
+// request latency); an in-memory sink for tests; and the proxy-log line of a request whose flow
+// records headerMatches mismatch actions.
 
 import http from "node:http";
+import type { Logger } from "../core/log.ts";
 import type { Flow } from "../observe/flow.ts";
 
 export interface FlowSink {
@@ -107,4 +109,24 @@ export class UnixHttpFlowSink implements FlowSink {
   async close(): Promise<void> {
     await this.flush();
   }
+}
+
+/**
+ * A proxy-log line for a request that met headerMatches mismatch actions: Cilium records them in its
+ * access log; Weft in the L7 flow (missing_headers, rejected_headers) and here, so they are seen even
+ * when the flow ring has moved on.
+ */
+export function logHeaderActions(log: Logger, flow: Flow): void {
+  const h = flow.l7?.http;
+  if (!h || (!h.missing_headers && !h.rejected_headers)) return;
+  log.info("headerMatches mismatch", {
+    method: h.method,
+    url: h.url,
+    code: h.code,
+    direction: flow.traffic_direction,
+    source: `${flow.IP.source} (identity ${flow.source.identity})`,
+    destination: `${flow.IP.destination} (identity ${flow.destination.identity})`,
+    ...(h.missing_headers ? { missing_headers: h.missing_headers } : {}),
+    ...(h.rejected_headers ? { rejected_headers: h.rejected_headers } : {}),
+  });
 }

@@ -5,18 +5,22 @@
 //   received bytes (http1/head-writer.ts) with X-Forwarded-For and x-request-id → body bytes as
 //   received → response head and body back → outlier report, retry or done → flow.
 // One request at a time per connection: pipelined requests wait, unparsed, until the answer before
-// them is complete. Upgrades and CONNECT become byte tunnels once the upstream switches.
+// them is complete. Upgrades and CONNECT become byte tunnels once the upstream switches; an h2c
+// upgrade (h2c-upgrade.ts) is the proxy's own: 101, then the connection is HTTP/2 (http2.ts).
 
 import type net from "node:net";
 import type { Verdict } from "../observe/flow.ts";
 import { l7HttpFlow } from "../observe/flow.ts";
 import type { ProxySnapshot } from "./config.ts";
 import type { ProxyContext } from "./context.ts";
-import { denyResponse, editPlan } from "./filters/l7-policy.ts";
+import { denyResponse, editPlan, type HeaderEdit, headerActionLog } from "./filters/l7-policy.ts";
+import { logHeaderActions } from "./flow-sink.ts";
+import { h2cOffer, SWITCHING_TO_H2C, upgradeRequestFields } from "./h2c-upgrade.ts";
 import { markHopByHop, markKnown, markName, writeRequestHead, writeResponseHead } from "./http1/head-writer.ts";
 import { Ev, H, type MessageHead, RequestParser } from "./http1/parser.ts";
 import { redirectResponse } from "./http1/path.ts";
 import { refusalResponse } from "./http1/refusal.ts";
+import { adoptH2cUpgrade, upstreamSpeaksH2c } from "./http2.ts";
 import { backoffMs, Failure, type FailureKind, shouldRetry, tryTimeoutMs } from "./lb/retry.ts";
 import { CONTINUE_100, localReply } from "./local-reply.ts";
 import { type Attributed, type Decided, decide, isRouteFailure, normalise, PathAction, type Routed, routeRequest } from "./request.ts";
@@ -33,7 +37,9 @@ const HOLD_LIMIT = 256 * 1024;
 /** Serves one downstream HTTP/1 connection; `first` holds the bytes protocol detection read. */
 export function serveHttp1(ctx: ProxyContext, sock: net.Socket, a: Attributed, first: Buffer): void {
   const d = new Http1Downstream(ctx, sock, a);
-  sock.on("data", (c: Buffer) => d.onData(c));
+  const onData = (c: Buffer) => d.onData(c);
+  d.detach = () => sock.off("data", onData);
+  sock.on("data", onData);
   sock.on("error", () => {});
   sock.on("close", () => d.onClose());
   d.onData(first);
@@ -49,6 +55,10 @@ class Http1Downstream {
   private ex: Exchange | null = null;
   private waiting = false;
   private tunnel: H1Connection | null = null;
+  /** An accepted h2c upgrade: the request's body is gathered until its end, then the connection switches. */
+  private h2c: { fields: [string, string][]; body: Buffer[]; bytes: number } | null = null;
+  /** Stops this codec reading the socket (another takes it over). */
+  detach: () => void = () => {};
   closed = false;
   readonly drop = new Uint8Array(128);
 
@@ -84,7 +94,12 @@ class Http1Downstream {
       const buf = this.buf;
       const before = this.off;
       this.off = p.execute(buf, before, buf.length);
-      if (this.inBody && this.off > before) this.ex?.body(buf.subarray(before, this.off));
+      if (this.inBody && this.off > before) {
+        if (this.h2c) {
+          this.h2c.body.push(buf.subarray(before, this.off));
+          this.h2c.bytes += this.off - before;
+        } else this.ex?.body(buf.subarray(before, this.off));
+      }
       switch (p.event) {
         case Ev.NeedMore:
           return;
@@ -123,13 +138,11 @@ class Http1Downstream {
     }
   }
 
-  private onHead(head: MessageHead): void {
-    const t0 = performance.now();
+  private onHead(head: MessageHead, t0 = performance.now()): void {
+    if (head.upgrade && this.h2cUpgrade(head, t0)) return;
     this.ctx.stats.downstream_rq_total++;
     this.inBody = true;
     const snap = this.ctx.snapshot();
-    // h2c upgrade (RFC 9113 deprecates it): ignored, the request is answered over HTTP/1.1.
-    if (head.upgrade && head.get("upgrade")?.toLowerCase() === "h2c") head.upgrade = false;
     const protocol = head.versionMinor === 1 ? "HTTP/1.1" : "HTTP/1.0";
     const n = normalise(snap, this.a, head.form === "authority" ? "/" : head.pathAndQuery());
     if (n.action === PathAction.Reject) {
@@ -159,7 +172,7 @@ class Http1Downstream {
     if (isRouteFailure(routed)) {
       this.ctx.stats.downstream_rq_5xx_local++;
       const close = !head.keepAlive || this.hasBody(head);
-      this.flow(head, routed.status, "FORWARDED", dec.direction, t0, protocol, path);
+      this.flow(head, routed.status, "FORWARDED", dec.direction, t0, protocol, path, undefined, undefined, dec.edits);
       this.finishLocal(localReply(routed.status, `${routed.reason}\r\n`, close), close);
       return;
     }
@@ -177,6 +190,68 @@ class Http1Downstream {
       t0,
     });
     this.ex.start();
+  }
+
+  /**
+   * An `Upgrade: h2c` request (RFC 7540 §3.2): true when it goes to stream 1 of an HTTP/2
+   * connection (now, or once the upstream check answers); false when the upgrade is ignored and the
+   * request is served here over HTTP/1.1 (an offer the proxy declines, a path it answers itself, no
+   * route or host, an upstream that does not speak h2c). Policy is not decided here: stream 1 is
+   * decided like every HTTP/2 stream, so a denied upgrading request gets its 403 on stream 1.
+   */
+  private h2cUpgrade(head: MessageHead, t0: number): boolean {
+    const offer = h2cOffer(head);
+    if (offer.kind === "none") return false;
+    const decline = (reason: string): false => {
+      head.upgrade = false; // answered over HTTP/1.1; Upgrade and HTTP2-Settings are hop-by-hop
+      this.ctx.log.debug("h2c upgrade ignored, served over HTTP/1.1", { reason, remote: `${this.a.remoteIp}:${this.a.remotePort}` });
+      return false;
+    };
+    if (offer.kind === "declined") return decline(offer.reason);
+    const snap = this.ctx.snapshot();
+    const n = normalise(snap, this.a, head.pathAndQuery());
+    if (n.action !== PathAction.Forward) return decline("the path is answered by the proxy (400 or 307)");
+    const routed = routeRequest(snap, this.a, n, head.authority(), head);
+    if (isRouteFailure(routed)) return decline(`no route (${routed.status})`);
+    const host = routed.cluster.pick(routed.hash);
+    if (!host) return decline("no healthy upstream");
+    const h2 = upstreamSpeaksH2c(this.ctx, routed.cluster, host, this.a.record.identity);
+    if (h2 === true) {
+      this.beginH2c(head);
+      return true;
+    }
+    if (h2 === false) return decline(`upstream ${host.address} does not speak h2c`);
+    // Parsing stops at this head (it stays valid) until the upstream has answered.
+    this.waiting = true;
+    void h2.then((ok) => {
+      if (this.closed) return;
+      this.waiting = false;
+      if (ok) this.beginH2c(head);
+      else {
+        decline(`upstream ${host.address} does not speak h2c`);
+        this.onHead(head, t0);
+      }
+      this.drive();
+    });
+    return true;
+  }
+
+  private beginH2c(head: MessageHead): void {
+    this.h2c = { fields: upgradeRequestFields(head), body: [], bytes: 0 };
+    this.inBody = true;
+  }
+
+  /** The upgrading request is complete: 101, and the connection is the HTTP/2 frontend's from here. */
+  private switchToH2c(): void {
+    const up = this.h2c as NonNullable<typeof this.h2c>;
+    this.h2c = null;
+    this.waiting = true;
+    this.detach();
+    const rest = this.buf.subarray(this.off);
+    this.buf = EMPTY;
+    this.off = 0;
+    this.sock.write(SWITCHING_TO_H2C);
+    adoptH2cUpgrade(this.ctx, this.sock, this.a, rest, { fields: up.fields, body: up.bytes ? Buffer.concat(up.body, up.bytes) : null });
   }
 
   private hasBody(head: MessageHead): boolean {
@@ -213,6 +288,10 @@ class Http1Downstream {
   }
 
   private onRequestEnd(): void {
+    if (this.h2c) {
+      this.switchToH2c();
+      return;
+    }
     if (!this.ex) return;
     this.ex.requestEnded();
     if (!this.ex.done) this.waiting = true;
@@ -263,28 +342,31 @@ class Http1Downstream {
     path?: string,
     method?: string,
     url?: string,
+    edits?: readonly HeaderEdit[],
   ): void {
     const r = this.a.record;
     const dst = r.directions.find((x) => x.direction === "ingress")?.subject ?? r.directions.find((x) => x.direction === "egress")?.peer ?? 0;
     this.ctx.stats.flows_pushed++;
-    this.ctx.flows.push(
-      l7HttpFlow({
-        time: new Date(),
-        verdict,
-        direction,
-        nodeName: this.ctx.nodeName,
-        source: { ip: this.a.remoteIp, port: this.a.remotePort, identity: r.identity },
-        destination: { ip: r.backend, port: r.bport, identity: dst },
-        type: "RESPONSE",
-        latencyNs: Math.round((performance.now() - t0) * 1e6),
-        http: {
-          code,
-          method: method ?? head?.method ?? "",
-          url: url ?? (head ? `http://${head.authority()}${path ?? head.pathAndQuery()}` : ""),
-          protocol,
-        },
-      }),
-    );
+    // headerMatches mismatch actions: on the flow (missing/rejected headers) and in the proxy log.
+    const flow = l7HttpFlow({
+      time: new Date(),
+      verdict,
+      direction,
+      nodeName: this.ctx.nodeName,
+      source: { ip: this.a.remoteIp, port: this.a.remotePort, identity: r.identity },
+      destination: { ip: r.backend, port: r.bport, identity: dst },
+      type: "RESPONSE",
+      latencyNs: Math.round((performance.now() - t0) * 1e6),
+      http: {
+        code,
+        method: method ?? head?.method ?? "",
+        url: url ?? (head ? `http://${head.authority()}${path ?? head.pathAndQuery()}` : ""),
+        protocol,
+        ...headerActionLog(edits),
+      },
+    });
+    this.ctx.flows.push(flow);
+    if (edits?.length) logHeaderActions(this.ctx.log, flow);
   }
 }
 
@@ -640,7 +722,7 @@ class Exchange {
     this.clearTimers();
     this.routed.cluster.breaker.releaseRequest();
     const i = this.info;
-    this.d.flow(null, status, verdict, this.dec.direction, i.t0, i.protocol, undefined, i.method, i.url);
+    this.d.flow(null, status, verdict, this.dec.direction, i.t0, i.protocol, undefined, i.method, i.url, this.dec.edits);
     if (!tunnel) this.d.exchangeDone(this, close);
   }
 }

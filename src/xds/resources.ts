@@ -204,6 +204,8 @@ export interface ClusterLoadAssignment {
 // Weft's L7 policy resource (weft_l7policy.proto).
 export type L7Kind = "HTTP" | "KAFKA" | "DNS" | "CONFLICT";
 export type Mismatch = "LOG" | "ADD" | "DELETE" | "REPLACE";
+/** Cilium's headerMatches mismatch actions; an absent one denies the request on a mismatch. */
+const MISMATCH_ACTIONS: ReadonlySet<string> = new Set<Mismatch>(["LOG", "ADD", "DELETE", "REPLACE"]);
 export interface L7HttpRule {
   method?: string;
   path?: string;
@@ -548,7 +550,8 @@ export function httpDocOf(r: L7HttpRule): HttpRuleDoc {
     d.headerMatches = r.header_matches.map((h) => ({
       name: h.name,
       ...(h.value !== undefined ? { value: h.value } : {}),
-      ...(h.mismatch ? { mismatch: h.mismatch } : {}),
+      // MISMATCH_UNSPECIFIED (or an enum name this proxy does not know) is Cilium's default: deny.
+      ...(h.mismatch && MISMATCH_ACTIONS.has(h.mismatch) ? { mismatch: h.mismatch } : {}),
     }));
   return d;
 }

@@ -1,7 +1,9 @@
 // The proxy on HTTP/2 (h2c prior knowledge) with node:http2 on both sides: policy per stream (one
 // connection carries a 200 stream and a 403 stream), a real gRPC client (@grpc/grpc-js) denied with
-// PERMISSION_DENIED and allowed through to a gRPC server, and an h2c upgrade request answered over
-// HTTP/1.1 (the upgrade is ignored, as RFC 9113 allows).
+// PERMISSION_DENIED and allowed through to a gRPC server, an h2c upgrade over curl --http2 (stream 1
+// and a further stream on one connection), and an h2c upgrade towards an HTTP/1-only upstream
+// answered over HTTP/1.1 (the proxy ignores it, as RFC 7540 §3.2 allows). More upgrade cases:
+// h2c-upgrade.test.ts.
 
 import assert from "node:assert/strict";
 import http2 from "node:http2";
@@ -144,7 +146,23 @@ describe("proxy: HTTP/2 and gRPC", () => {
     client.close();
   });
 
-  it("an HTTP/1.1 request asking to upgrade to h2c is answered over HTTP/1.1 under policy", async () => {
+  it("curl --http2 (h2c upgrade): stream 1 answered 200 with the upstream's body, the next URL 403 on the same connection", async () => {
+    const out = await curl([
+      "-s",
+      "--max-time",
+      "5",
+      "--http2",
+      "--interface",
+      "127.0.0.2",
+      "-w",
+      "\n%{http_version} %{http_code} %{num_connects}\n",
+      `http://127.0.0.1:${env.port}/public/upgraded`,
+      `http://127.0.0.1:${env.port}/admin`,
+    ]);
+    assert.match(out, /"path":"\/public\/upgraded","protocol":"h2"\}\n2 200 1\nAccess denied\r\n\n2 403 0\n$/);
+  });
+
+  it("an h2c upgrade towards an upstream that speaks only HTTP/1.1 is ignored: answered over HTTP/1.1 under policy", async () => {
     const r = await get(env.port, "/public/up", {
       localAddress: "127.0.0.6",
       headers: { connection: "Upgrade, HTTP2-Settings", upgrade: "h2c", "http2-settings": "AAMAAABkAAQAoAAAAAIAAAAA" },

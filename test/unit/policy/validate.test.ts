@@ -93,14 +93,134 @@ describe("validation", () => {
     ["log field", cnp({ endpointSelector: {}, log: { value: "x" } }), ["WEFT_POLICY_UNSUPPORTED spec.log"]],
     ["ingress entity", cnp({ endpointSelector: {}, ingress: [{ fromEntities: ["ingress"] }] }), ["WEFT_POLICY_UNSUPPORTED spec.ingress[0].fromEntities[0]"]],
     [
-      "header mismatch action",
+      "header mismatch action LOG",
       cnp({
         endpointSelector: {},
         ingress: [
-          { toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "a", value: "b", mismatch: "ADD" }] }] } }] },
+          { toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "X-A", value: "b", mismatch: "LOG" }] }] } }] },
+        ],
+      }),
+      [],
+    ],
+    [
+      "header mismatch action ADD",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          { toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "X-A", value: "b", mismatch: "ADD" }] }] } }] },
+        ],
+      }),
+      [],
+    ],
+    [
+      "header mismatch action DELETE",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          { toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "X-A", value: "b", mismatch: "DELETE" }] }] } }] },
+        ],
+      }),
+      [],
+    ],
+    [
+      "header mismatch action REPLACE",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          { toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "X-A", value: "b", mismatch: "REPLACE" }] }] } }] },
+        ],
+      }),
+      [],
+    ],
+    [
+      "header mismatch action on a presence match",
+      cnp({
+        endpointSelector: {},
+        ingress: [{ toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "X-A", mismatch: "LOG" }] }] } }] }],
+      }),
+      [],
+    ],
+    [
+      "header mismatch LOG of a framing header (only logged)",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          {
+            toPorts: [
+              { ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "Content-Length", value: "0", mismatch: "LOG" }] }] } },
+            ],
+          },
+        ],
+      }),
+      [],
+    ],
+    [
+      "header mismatch REPLACE of a framing header",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          {
+            toPorts: [
+              {
+                ports: [{ port: "80", protocol: "TCP" }],
+                rules: { http: [{ headerMatches: [{ name: "Transfer-Encoding", value: "chunked", mismatch: "REPLACE" }] }] },
+              },
+            ],
+          },
         ],
       }),
       ["WEFT_POLICY_UNSUPPORTED spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch"],
+    ],
+    [
+      "header mismatch ADD of Host",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          { toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "host", value: "evil", mismatch: "ADD" }] }] } }] },
+        ],
+      }),
+      ["WEFT_POLICY_UNSUPPORTED spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch"],
+    ],
+    [
+      "header mismatch ADD of a value with CR LF",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          {
+            toPorts: [
+              {
+                ports: [{ port: "80", protocol: "TCP" }],
+                rules: { http: [{ headerMatches: [{ name: "X-A", value: "a\r\nX-Injected: 1", mismatch: "ADD" }] }] },
+              },
+            ],
+          },
+        ],
+      }),
+      ["WEFT_POLICY_INVALID spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].value"],
+    ],
+    [
+      "header mismatch action in lower case (the CRD enum is upper case)",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          { toPorts: [{ ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "X-A", value: "b", mismatch: "log" }] }] } }] },
+        ],
+      }),
+      ["WEFT_POLICY_INVALID spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch"],
+    ],
+    [
+      "header secret still refused next to a mismatch action",
+      cnp({
+        endpointSelector: {},
+        ingress: [
+          {
+            toPorts: [
+              { ports: [{ port: "80", protocol: "TCP" }], rules: { http: [{ headerMatches: [{ name: "X-A", secret: { name: "s" }, mismatch: "LOG" }] }] } },
+            ],
+          },
+        ],
+      }),
+      ["WEFT_POLICY_UNSUPPORTED spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].secret"],
     ],
     [
       "L7 on port 0",
