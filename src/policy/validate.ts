@@ -5,9 +5,9 @@
 
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { WeftError } from "../core/errors.ts";
-import { headerActionRefusal } from "../proxy/filters/l7-policy.ts";
 import { cidrContains, parseCidr } from "./cidr.ts";
 import { validateDnsRule } from "./l7/dns.ts";
+import { headerActionRefusal } from "./l7/header-actions.ts";
 import { validateHttpRule } from "./l7/http-match.ts";
 import { validateKafkaRule } from "./l7/kafka.ts";
 import type { CiliumRuleDoc, KubeNetworkPolicy, NetworkPolicyPeerDoc, PeerRuleDoc, Policy, PolicySource } from "./model.ts";

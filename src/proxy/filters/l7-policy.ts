@@ -6,9 +6,11 @@
 
 import type { HttpHeader, L7Http } from "../../observe/flow.ts";
 import type { L7Set } from "../../policy/compile.ts";
+import { headerActionRefusal, type MismatchAction } from "../../policy/l7/header-actions.ts";
 import { type CompiledHttpRule, compileHttpRule, type HttpRequest, type HttpRuleDoc, matchHttp } from "../../policy/l7/http-match.ts";
 
-export type MismatchAction = "LOG" | "ADD" | "DELETE" | "REPLACE";
+export { headerActionRefusal, UNEDITABLE_HEADERS } from "../../policy/l7/header-actions.ts";
+export type { MismatchAction };
 
 /**
  * One header action of a headerMatches mismatch, in the order the rules ran: an edit of the request
@@ -54,53 +56,6 @@ const NONE: readonly never[] = Object.freeze([]);
 const DENIED: HttpVerdict = Object.freeze({ allowed: false, visibilityOnly: false, rule: "", edits: NONE });
 const NO_POLICY: HttpVerdict = Object.freeze({ allowed: true, visibilityOnly: true, rule: "", edits: NONE });
 
-/**
- * Headers a mismatch action may not edit: message framing, hop-by-hop fields, the authority (routing
- * is decided on it) and the fields the proxy writes itself. Editing them could desynchronise the
- * proxy and the upstream on where a request ends (smuggling). LOG may name any header.
- */
-export const UNEDITABLE_HEADERS: ReadonlySet<string> = new Set([
-  "host",
-  "content-length",
-  "transfer-encoding",
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "upgrade",
-  "te",
-  "trailer",
-  "expect",
-  "http2-settings",
-  "x-forwarded-for",
-  "x-forwarded-proto",
-  "x-request-id",
-]);
-
-/** A header field value as RFC 9110 allows it (no CR, LF, NUL or other controls but HTAB). */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-/**
- * Why a headerMatches mismatch action cannot be enforced as written (the field at fault and the
- * reason), or undefined when it can. `invalid`: no header field could carry the value at all.
- */
-export function headerActionRefusal(
-  name: string,
-  action: string,
-  value: string | undefined,
-): { field: "mismatch" | "value"; invalid: boolean; reason: string } | undefined {
-  if (!ACTIONS.has(action)) return { field: "mismatch", invalid: true, reason: `must be one of ${[...ACTIONS].join(", ")}` };
-  if (action === "LOG") return undefined;
-  if (UNEDITABLE_HEADERS.has(name.toLowerCase()))
-    return {
-      field: "mismatch",
-      invalid: false,
-      reason: `${action} of "${name}" is not supported: framing, hop-by-hop, Host and the proxy's own forwarding headers are never edited (LOG is)`,
-    };
-  if (value !== undefined && !FIELD_VALUE.test(value))
-    return { field: "value", invalid: true, reason: "cannot be written as a header field value (control characters)" };
-  return undefined;
-}
-
 interface SoftMatch {
   name: string;
   /** "" = presence only (Cilium treats an empty value so). */
@@ -122,8 +77,6 @@ interface Entry {
   rules: Rule[];
   verdict: HttpVerdict;
 }
-
-const ACTIONS = new Set<string>(["LOG", "ADD", "DELETE", "REPLACE"]);
 
 /**
  * Splits a compiled rule: headerMatches with a mismatch action leave the match and become soft
