@@ -2,6 +2,8 @@
 // the method and the exact request-target it received (no normalisation), as JSON.
 // `/status/<code>` (200-599) answers with that code, and `/status/<code>?only=<pod>`
 // does so only on that pod (200 elsewhere): a way to make one backend fail (outlier tests).
+// `/delay/<ms>[?only=<pod>]` (at most 10 s) answers after that long, on that pod only when named:
+// a way to make one backend slow (least-request tests).
 // The same port speaks HTTP/2 with prior knowledge (h2c) and accepts WebSocket upgrades, whose
 // bytes it echoes back.
 
@@ -24,6 +26,14 @@ export function statusFor(target: string, pod: string): number {
   return only === null || only === pod ? Number(m[1]) : 200;
 }
 
+/** How long to hold the answer for a request-target: `/delay/<ms>` (≤ 10 s), on `only` if named. */
+export function delayFor(target: string, pod: string): number {
+  const m = /^\/delay\/(\d{1,5})(?:\?(.*))?$/.exec(target);
+  if (!m) return 0;
+  const only = new URLSearchParams(m[2] ?? "").get("only");
+  return only === null || only === pod ? Math.min(Number(m[1]), 10_000) : 0;
+}
+
 export function startEcho(port: number): net.Server {
   const pod = process.env.POD_NAME ?? process.env.HOSTNAME ?? "unknown";
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
@@ -40,8 +50,13 @@ export function startEcho(port: number): net.Server {
         bodyBytes: Buffer.concat(chunks).length,
         remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
       });
-      res.writeHead(statusFor(req.url ?? "/", pod), { "content-type": "application/json", "x-pod": pod });
-      res.end(`${body}\n`);
+      const answer = () => {
+        res.writeHead(statusFor(req.url ?? "/", pod), { "content-type": "application/json", "x-pod": pod });
+        res.end(`${body}\n`);
+      };
+      const delay = delayFor(req.url ?? "/", pod);
+      if (delay > 0) setTimeout(answer, delay);
+      else answer();
     });
   };
   const h1 = http.createServer(handler);

@@ -2,7 +2,8 @@
 // two nodes): Services annotated `service.weft.io/l7-lb` are steered into the client node's proxy
 // with no L7 policy at all, and the proxy balances every request, not every connection: round robin
 // spreads 30 requests of ONE keep-alive connection 10/10/10; ring hash by `x-user` keeps a user on
-// one pod and spreads users; outlier detection ejects a pod after N consecutive 5xx.
+// one pod and spreads users, and so does Maglev by cookie; least request sends less to a slow pod
+// than round robin would; outlier detection ejects a pod after N consecutive 5xx.
 
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -52,6 +53,8 @@ describe("L7 load balancing per Service (annotations), through the node proxy", 
       [
         service("echo-rr", { "service.weft.io/l7-lb": "round-robin" }),
         service("echo-hash", { "service.weft.io/l7-lb": "ring-hash", "service.weft.io/l7-lb-hash-header": "x-user" }),
+        service("echo-maglev", { "service.weft.io/l7-lb": "maglev", "service.weft.io/l7-lb-hash-cookie": "session" }),
+        service("echo-lr", { "service.weft.io/l7-lb": "least-request" }),
         service("echo-outlier", {
           "service.weft.io/l7-lb": "round-robin",
           "service.weft.io/l7-outlier-consecutive-5xx": String(OUTLIER_5XX),
@@ -90,9 +93,15 @@ describe("L7 load balancing per Service (annotations), through the node proxy", 
    * `n` requests in ONE curl invocation: curl keeps one keep-alive connection for all of them
    * (`num_connects` is 1 for the first and 0 after). Each answer: status, the echo pod, connects.
    */
-  const burst = async (from: string, url: string, n: number, headers: string[] = []): Promise<Answer[]> => {
-    const args = ["curl", "-s", "--max-time", "20", ...headers.flatMap((h) => ["-H", h]), "-w", "\\n@@ %{http_code} %{num_connects}\\n"];
-    for (let i = 0; i < n; i++) args.push(url);
+  const burst = (from: string, url: string, n: number, headers: string[] = []): Promise<Answer[]> => segments(from, url, n, [headers]);
+  /** One curl invocation, one `--next` segment per header set, `n` requests each; answers in order. */
+  const segments = async (from: string, url: string, n: number, headerSets: string[][]): Promise<Answer[]> => {
+    const args = ["curl"];
+    for (const [i, headers] of headerSets.entries()) {
+      if (i > 0) args.push("--next");
+      args.push("-s", "--max-time", "20", ...headers.flatMap((h) => ["-H", h]), "-w", "\\n@@ %{http_code} %{num_connects}\\n");
+      for (let k = 0; k < n; k++) args.push(url);
+    }
     const r = await c.exec(from, args);
     const out: Answer[] = [];
     let body = "";
@@ -149,32 +158,86 @@ describe("L7 load balancing per Service (annotations), through the node proxy", 
     assert.equal(counts(plain).size, 1, JSON.stringify(Object.fromEntries(counts(plain))));
   });
 
-  it("ring hash by x-user: one user always meets the same pod, different users spread", async () => {
-    for (const client of ["client-1", "client-2"])
-      await c.waitFor(`ring hash in force (${client})`, async () => {
-        const seen = new Set<string>();
-        for (let u = 0; u < 12; u++) for (const a of await burst(client, "http://echo-hash/", 1, [`x-user: probe-${u}`])) if (a.code === 200) seen.add(a.pod);
-        return seen.size >= 2;
-      });
-    const podOf = new Map<string, string>();
-    for (let u = 0; u < 12; u++) {
-      const user = `user-${u}`;
-      const as = await burst("client-1", "http://echo-hash/", 5, [`x-user: ${user}`]);
-      assert.equal(as.length, 5);
-      const pods = new Set(as.map((a) => a.pod));
-      assert.equal(pods.size, 1, `${user} met ${[...pods].join(", ")}`);
-      podOf.set(user, as[0]?.pod ?? "");
-      // Same user from the other node's proxy: the same ring (same endpoints), the same pod.
-      const other = await burst("client-2", "http://echo-hash/", 2, [`x-user: ${user}`]);
-      assert.deepEqual(
-        other.map((a) => a.pod),
-        [podOf.get(user), podOf.get(user)],
-        `${user} from client-2`,
+  for (const [svc, what, key] of [
+    ["echo-hash", "ring hash by x-user", (u: string) => `x-user: ${u}`],
+    ["echo-maglev", "Maglev by cookie", (u: string) => `cookie: theme=dark; session=${u}`],
+  ] as const) {
+    it(`${what}: one user always meets the same pod, different users spread`, async () => {
+      const users = Array.from({ length: 12 }, (_, u) => `user-${u}`);
+      for (const client of ["client-1", "client-2"])
+        await c.waitFor(
+          `${what} in force (${client})`,
+          async () =>
+            new Set(
+              (
+                await segments(
+                  client,
+                  `http://${svc}/`,
+                  1,
+                  users.map((u) => [key(`probe-${u}`)]),
+                )
+              )
+                .filter((a) => a.code === 200)
+                .map((a) => a.pod),
+            ).size >= 2,
+        );
+      // 5 requests per user from client-1, then 2 per user from client-2 (the other node's proxy:
+      // the same table from the same endpoints, so the same pod).
+      const mine = await segments(
+        "client-1",
+        `http://${svc}/`,
+        5,
+        users.map((u) => [key(u)]),
       );
-    }
-    const spread = new Set(podOf.values());
-    console.log(`# 12 users over ${spread.size} pods: ${JSON.stringify(Object.fromEntries(podOf))}`);
-    assert.ok(spread.size >= 2, "different users spread over pods");
+      const theirs = await segments(
+        "client-2",
+        `http://${svc}/`,
+        2,
+        users.map((u) => [key(u)]),
+      );
+      assert.equal(mine.length, 5 * users.length);
+      assert.equal(theirs.length, 2 * users.length);
+      const podOf = new Map<string, string>();
+      for (const [i, user] of users.entries()) {
+        const pods = new Set(mine.slice(5 * i, 5 * i + 5).map((a) => a.pod));
+        assert.equal(pods.size, 1, `${user} met ${[...pods].join(", ")}`);
+        podOf.set(user, [...pods][0] ?? "");
+        assert.deepEqual(
+          theirs.slice(2 * i, 2 * i + 2).map((a) => a.pod),
+          [podOf.get(user), podOf.get(user)],
+          `${user} from client-2`,
+        );
+      }
+      const spread = new Set(podOf.values());
+      console.log(`# ${what}: 12 users over ${spread.size} pods: ${JSON.stringify(Object.fromEntries(podOf))}`);
+      assert.ok(spread.size >= 2, "different users spread over pods");
+    });
+  }
+
+  it("least request: a pod that holds requests longer gets fewer of 60 concurrent requests than round robin's 20", async () => {
+    await c.waitFor("least request in force", async () => counts(await burst("client-1", "http://echo-lr/", 9)).size === 3, 60_000);
+    const slow = echoPods[0]?.metadata.name ?? "";
+    // 6 concurrent keep-alive connections, 10 sequential requests each: the proxy balances requests.
+    const urls = Array.from({ length: 10 }, () => `-o /dev/null http://echo-lr/delay/300?only=${slow}`).join(" ");
+    const one = `curl -s --max-time 20 -w 'LB %{http_code} %header{x-pod}\\n' ${urls}`;
+    const started = Date.now();
+    const r = await c.exec("client-1", ["sh", "-c", `for i in 1 2 3 4 5 6; do ${one} & done; wait`]);
+    const answers = r.stdout
+      .split("\n")
+      .map((l) => /^LB (\d+) (\S+)$/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ code: Number(m[1]), pod: m[2] as string }));
+    const byPod = new Map<string, number>();
+    for (const a of answers) byPod.set(a.pod, (byPod.get(a.pod) ?? 0) + 1);
+    console.log(`# least request, ${slow} slow (300 ms): ${JSON.stringify(Object.fromEntries(byPod))} in ${Date.now() - started} ms`);
+    assert.equal(answers.length, 60, r.stderr);
+    assert.ok(
+      answers.every((a) => a.code === 200),
+      "all answered",
+    );
+    const slowCount = byPod.get(slow) ?? 0;
+    assert.ok(slowCount < 16, `the slow pod got ${slowCount} (round robin would give it 20)`);
+    for (const [pod, n] of byPod) if (pod !== slow) assert.ok(n > slowCount, `${pod} (${n}) got more than the slow pod (${slowCount})`);
   });
 
   it(`outlier detection: a pod answering ${OUTLIER_5XX} consecutive 5xx is ejected`, async () => {
