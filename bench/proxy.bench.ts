@@ -2,7 +2,9 @@
 // each (Weft: 1 worker; Envoy: --concurrency 1; nginx: 1 worker process; HAProxy: nbthread 1):
 // req/s, p50, p99, proxy CPU time per request and RSS, with and without 50 L7 rules (the request
 // matches the 50th: Weft's policy, Envoy's RBAC filter, nginx regex locations, HAProxy ACLs), and
-// ratios against direct, Envoy and nginx. Then a CPU profile of the Weft worker with rules on.
+// ratios against direct, Envoy and nginx, with the load average (the machine may be shared). Then
+// the Weft worker with rules on, profiled: V8's --cpu-prof cut to the measured window (wall-clock
+// samples; inclusive time of Weft's functions) and, where perf is installed, CPU time by object.
 // Load: a bounded keep-alive generator of our own (raw sockets, one request in flight per
 // connection) in its own process; the backend is a minimal raw-socket server in its own process.
 // Run: node --import tsx bench/proxy.bench.ts   (Envoy: sh scripts/peers.sh envoy; nginx/HAProxy
@@ -11,7 +13,7 @@
 import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { L7Set } from "../src/policy/compile.ts";
@@ -58,6 +60,8 @@ interface LoadResult {
   rps: number;
   p50: number;
   p99: number;
+  /** The measured window on the monotonic clock (µs), to cut a CPU profile to it. */
+  windowUs: [number, number];
 }
 
 /** `connections` keep-alive connections, one request in flight each, for warm + run ms. */
@@ -68,6 +72,7 @@ async function runLoad(port: number, connections: number, warmMs: number, runMs:
   let errors = 0;
   let non200 = 0;
   const t0 = performance.now();
+  const hr0 = Number(process.hrtime.bigint() / 1000n);
   const measureFrom = t0 + warmMs;
   const end = measureFrom + runMs;
   const one = () =>
@@ -113,7 +118,8 @@ async function runLoad(port: number, connections: number, warmMs: number, runMs:
   await Promise.all(Array.from({ length: connections }, one));
   lat.sort((a, b) => a - b);
   const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? 0;
-  return { requests, errors, non200, rps: requests / (runMs / 1000), p50: q(0.5), p99: q(0.99) };
+  const windowUs: [number, number] = [hr0 + warmMs * 1000, hr0 + (warmMs + runMs) * 1000];
+  return { requests, errors, non200, rps: requests / (runMs / 1000), p50: q(0.5), p99: q(0.99), windowUs };
 }
 
 if (process.env.WEFT_BENCH_ROLE === "backend") runBackend();
@@ -144,21 +150,23 @@ function message<T>(c: ChildProcess, ms: number): Promise<T> {
 }
 
 /** CPU seconds (user + system) and RSS (MiB) of processes, from /proc. */
-function usage(pids: number[]): { cpu: number; rss: number } {
+function usage(pids: number[]): { cpu: number; sys: number; rss: number } {
   let cpu = 0;
+  let sys = 0;
   let rss = 0;
   for (const pid of pids) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       cpu += (Number(f[11]) + Number(f[12])) / 100;
+      sys += Number(f[12]) / 100;
       const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
       rss += m ? Number(m[1]) / 1024 : 0;
     } catch {
       // gone
     }
   }
-  return { cpu, rss };
+  return { cpu, sys, rss };
 }
 
 interface Row extends LoadResult {
@@ -173,9 +181,10 @@ async function measure(name: string, port: number, pids: () => number[]): Promis
   const r = await message<LoadResult>(load, WARM_MS + RUN_MS + 30_000);
   const after = usage(pids());
   const cpu = after.cpu - before.cpu;
+  const sys = cpu > 0 ? ` (${((100 * (after.sys - before.sys)) / cpu).toFixed(0).padStart(2)}% sys)` : "";
   const row: Row = { name, ...r, cpuPerReqUs: pids().length ? (cpu / Math.max(1, r.requests)) * 1e6 * ((WARM_MS + RUN_MS) / RUN_MS) : 0, rssMiB: after.rss };
   console.log(
-    `  ${name.padEnd(24)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  cpu/req ${row.cpuPerReqUs.toFixed(0).padStart(4)} µs  rss ${row.rssMiB.toFixed(0).padStart(4)} MiB  errors ${r.errors} non-200 ${r.non200}`,
+    `  ${name.padEnd(24)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  cpu/req ${row.cpuPerReqUs.toFixed(0).padStart(4)} µs${sys || "          "}  rss ${row.rssMiB.toFixed(0).padStart(4)} MiB  errors ${r.errors} non-200 ${r.non200}`,
   );
   return row;
 }
@@ -227,7 +236,7 @@ async function weft(
   dir: string,
   backendPort: number,
   rules: boolean,
-  cpuProfDir?: string,
+  workerExecArgv?: string[],
 ): Promise<{ port: number; pids: () => number[]; close: () => Promise<void> }> {
   const xds = await XdsServer.start({ socketPath: join(dir, `xds-${rules}.sock`) });
   const set: L7Set = {
@@ -267,7 +276,7 @@ async function weft(
     port: 0,
     workers: 1,
     log: silent,
-    ...(cpuProfDir ? { workerExecArgv: ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`] } : {}),
+    ...(workerExecArgv ? { workerExecArgv } : {}),
     worker: {
       logLevel: "warn",
       nodeId: "bench",
@@ -431,52 +440,144 @@ backend b
   return { port, proc };
 }
 
-/** Top self-time functions of a .cpuprofile. */
-function profileSummary(file: string, top = 14): string[] {
-  const p = JSON.parse(readFileSync(file, "utf8")) as {
-    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
-    samples: number[];
-    timeDeltas: number[];
-  };
+/** The machine is shared: a run's numbers mean little without the load next to them. */
+function loadLine(): string {
+  return loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+}
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
+  startTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+function frameKey(f: { functionName: string; url: string; lineNumber: number }): string {
+  // Lines of src/ files are tsx's output lines, not the source's: name the file only.
+  const file = f.url.replace(/^.*\/(src|node_modules)\//, "$1/");
+  const where = !f.url ? "" : file.startsWith("src/") ? file : `${file}:${f.lineNumber + 1}`;
+  return `${f.functionName || "(anonymous)"} ${where}`.trim();
+}
+
+function area(k: string): string {
+  if (k === "(garbage collector)") return "GC";
+  if (k === "(idle)" || k === "(program)") return "idle/program";
+  if (/re2js/.test(k)) return "RE2JS (policy regexes)";
+  if (/ src\/(proxy|policy|xds|observe|core)\//.test(k)) return "Weft TypeScript";
+  // Frames without a script are V8/libuv natives (writeBuffer, writev, ...): Node's side of the sockets.
+  if (/node:|internal\//.test(k) || !k.includes(" ") || k.startsWith("(")) return "Node core (net, streams, syscalls)";
+  return "other (tsx, grpc, yaml, ...)";
+}
+
+/**
+ * Where the worker's CPU went while the load ran: samples inside `[fromUs, toUs]` (V8 stamps
+ * profiles with the monotonic clock that process.hrtime reads), so start-up and xDS loading are
+ * left out. Self time by area and by function, and inclusive time of Weft's own functions.
+ */
+function profileSummary(file: string, fromUs: number, toUs: number, top = 14): string[] {
+  const p = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  let t = p.startTime;
+  const inWindow = p.samples.some((_, i) => {
+    t += p.timeDeltas[i] ?? 0;
+    return t >= fromUs && t <= toUs;
+  });
   const self = new Map<string, number>();
+  const inclusive = new Map<string, number>();
   let total = 0;
+  t = p.startTime;
   p.samples.forEach((id, i) => {
-    const n = byId.get(id);
     const dt = p.timeDeltas[i] ?? 0;
-    total += dt;
+    t += dt;
+    if (inWindow && (t < fromUs || t > toUs)) return;
+    const n = byId.get(id);
     if (!n) return;
-    const f = n.callFrame;
-    const where = f.url ? `${f.url.replace(/^.*\/(src|node_modules)\//, "$1/").replace(/^node:/, "node:")}:${f.lineNumber + 1}` : "";
-    const key = `${f.functionName || "(anonymous)"} ${where}`.trim();
+    total += dt;
+    const key = frameKey(n.callFrame);
     self.set(key, (self.get(key) ?? 0) + dt);
+    const seen = new Set<string>();
+    for (let at: number | undefined = id, depth = 0; at !== undefined && depth < 500; at = parent.get(at), depth++) {
+      const f = byId.get(at);
+      if (!f) break;
+      const k = frameKey(f.callFrame);
+      if (area(k) !== "Weft TypeScript" || seen.has(k)) continue;
+      seen.add(k);
+      inclusive.set(k, (inclusive.get(k) ?? 0) + dt);
+    }
   });
   const groups = new Map<string, number>();
-  for (const [k, v] of self) {
-    const g = /\(garbage collector\)/.test(k)
-      ? "GC"
-      : /\(program\)|\(idle\)/.test(k)
-        ? "idle/program"
-        : /re2js/.test(k)
-          ? "RE2JS (policy regexes)"
-          : /src\/proxy|src\/policy|src\/xds/.test(k)
-            ? "Weft TypeScript"
-            : /node:|internal\//.test(k) || k.startsWith("(")
-              ? "Node core (net, streams, syscalls)"
-              : "other";
-    groups.set(g, (groups.get(g) ?? 0) + v);
-  }
+  for (const [k, v] of self) groups.set(area(k), (groups.get(area(k)) ?? 0) + v);
   const pct = (v: number) => `${((100 * v) / Math.max(1, total)).toFixed(1)}%`;
+  const rank = (m: Map<string, number>, n: number) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([k, v]) => `  ${pct(v).padStart(6)}  ${k}`);
   return [
-    `  by area: ${[...groups]
+    `  ${(total / 1e6).toFixed(1)} s of samples ${inWindow ? "while the load ran" : "(whole worker life: no sample in the load window)"}`,
+    `  by area (self): ${[...groups]
       .sort((a, b) => b[1] - a[1])
       .map(([g, v]) => `${g} ${pct(v)}`)
       .join(", ")}`,
-    ...[...self]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, top)
-      .map(([k, v]) => `  ${pct(v).padStart(6)}  ${k}`),
+    "  top functions (self):",
+    ...rank(self, top),
+    "  Weft functions (inclusive: with what they call):",
+    ...rank(inclusive, 10),
+    `  L7 policy (HttpPolicy.decide, inclusive): ${pct([...inclusive].filter(([k]) => k.startsWith("decide ")).reduce((a, [, v]) => a + v, 0))}`,
   ];
+}
+
+/**
+ * CPU time (not wall time) of the Weft worker by where it runs — kernel, Node's C++ and V8's
+ * builtins, JIT-compiled JavaScript — sampled by `perf record` over the measured window of one more
+ * run with rules on. Needs perf and the right to profile our own child (perf_event_paranoid ≤ 2).
+ */
+async function perfRun(dir: string, backendPort: number): Promise<void> {
+  const w = await weft(dir, backendPort, true, ["--perf-basic-prof-only-functions"]);
+  const pid = w.pids()[0];
+  const data = join(dir, "perf.data");
+  let rec: ChildProcess | undefined;
+  try {
+    if (pid === undefined) return;
+    // The load child needs ~1 s to start, then warms up: count from after that, until the run ends.
+    const delayMs = WARM_MS + 1000;
+    rec = spawn(
+      "perf",
+      ["record", "-q", "-F", "499", "-g", "-p", String(pid), "-o", data, "-D", String(delayMs), "--", "sleep", String((WARM_MS + RUN_MS) / 1000)],
+      {
+        stdio: ["ignore", "ignore", "ignore"],
+      },
+    );
+    const recorded = new Promise<void>((resolve) => rec?.once("exit", () => resolve()));
+    await measure("weft +50 rules (perf)", w.port, w.pids);
+    await Promise.race([recorded, new Promise((r) => setTimeout(r, 20_000))]);
+    const report = (sort: string, limit: string) =>
+      execFileSync("perf", ["report", "-i", data, "--stdio", "--no-children", "-g", "none", "--sort", sort, "--percent-limit", limit], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+        maxBuffer: 64 << 20,
+      })
+        .split("\n")
+        .filter((l) => /^\s+[\d.]+%/.test(l))
+        .map((l) => `  ${l.trim().replace(/\s+/g, " ")}`);
+    // [unknown]: executable anonymous memory perf has no map for, in practice V8's JIT code too.
+    console.log(
+      "perf (CPU time of the Weft worker, +50 rules) by object: [kernel.kallsyms] = syscalls, TCP, scheduling; node = Node's C++ and V8 builtins; JIT/[unknown] = compiled JavaScript",
+    );
+    for (const l of report("dso", "1")) console.log(l.replace(/perf-\d+\.map|\[JIT\] tid \d+/, "JIT"));
+    console.log("  top symbols:");
+    for (const l of report("dso,sym", "1.5").slice(0, 20)) console.log(l.replace(/perf-\d+\.map|\[JIT\] tid \d+/, "JIT"));
+  } catch (err) {
+    console.log(`  perf: not available here (${(err as Error).message.split("\n")[0]})`);
+  } finally {
+    await stop(rec);
+    await w.close();
+    if (pid !== undefined) rmSync(`/tmp/perf-${pid}.map`, { force: true });
+  }
 }
 
 async function main(): Promise<void> {
@@ -486,6 +587,7 @@ async function main(): Promise<void> {
   try {
     const { port: backendPort } = await message<{ port: number }>(backend, 20_000);
     console.log(`proxy bench: ${CONNECTIONS} keep-alive connections, ${RUN_MS} ms per run after ${WARM_MS} ms warm-up, one core per proxy, GET ${PATH}`);
+    console.log(`load average at start (1/5/15 min): ${loadLine()}`);
     const rows: Row[] = [];
     rows.push(await measure("direct", backendPort, () => []));
     for (const rules of [false, true]) {
@@ -523,17 +625,21 @@ async function main(): Promise<void> {
     console.log(`  weft / envoy              ${ratio("weft", "envoy")}      weft+rules / envoy+RBAC       ${ratio("weft +50 rules", "envoy +50 RBAC")}`);
     console.log(`  weft / nginx              ${ratio("weft", "nginx")}      weft+rules / nginx+locations  ${ratio("weft +50 rules", "nginx +50 locations")}`);
     console.log(`  weft / haproxy            ${ratio("weft", "haproxy")}      weft+rules / haproxy+ACLs     ${ratio("weft +50 rules", "haproxy +50 ACLs")}`);
+    console.log(`load average after the runs (1/5/15 min): ${loadLine()}`);
 
     // Where the Weft worker's time goes with rules on.
     const profDir = join(dir, "prof");
-    const w = await weft(dir, backendPort, true, profDir);
-    await measure("weft +50 rules (profiled)", w.port, w.pids);
+    const w = await weft(dir, backendPort, true, ["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
+    const profiled = await measure("weft +50 rules (profiled)", w.port, w.pids);
     await w.close();
     const prof = readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"));
     if (prof) {
-      console.log("CPU profile of the Weft worker (+50 rules), self time:");
-      for (const line of profileSummary(join(profDir, prof))) console.log(line);
+      // V8 samples on wall-clock ticks: a thread preempted inside a syscall (writing to loopback wakes
+      // the peer, which may take the core) is charged to that syscall. /proc's cpu/req is the CPU.
+      console.log("CPU profile of the Weft worker (+50 rules; wall-clock samples, see cpu/req for CPU):");
+      for (const line of profileSummary(join(profDir, prof), ...profiled.windowUs)) console.log(line);
     }
+    if (has("perf")) await perfRun(dir, backendPort);
   } finally {
     for (const p of procs) await stop(p);
     rmSync(dir, { recursive: true, force: true });

@@ -1,8 +1,9 @@
 // HTTP rules of a policy (method, path, host as RE2 regexes, full match; headers and headerMatches):
 // validation, compilation and matching a request. RE2 runs in linear time, so no pattern or request
-// can stall a worker. Pure: no I/O.
+// can stall a worker; literal patterns skip the engine (literal.ts). Pure: no I/O.
 
 import { RE2JS } from "re2js";
+import { literalPlan } from "./literal.ts";
 
 export interface HttpRuleDoc {
   method?: string;
@@ -19,11 +20,40 @@ export interface HttpRequest {
   headers?: Record<string, string>;
 }
 
+/**
+ * One method, path or host pattern: RE2 full-match semantics, decided by a literal check when the
+ * pattern reduces to one (`GET`, `GET|HEAD`, `/public/.*`), else by the engine behind a required
+ * literal prefix when there is one (`/api/v[0-9]+/.*` needs `/api/v`).
+ */
+export class Re2Field {
+  readonly source: string;
+  readonly re: RE2JS;
+  /** Decides alone, exactly as the engine would; undefined when the pattern does not reduce. */
+  readonly literal: ((s: string) => boolean) | undefined;
+  /** Every match starts with it ("" = no pre-filter). */
+  readonly prefix: string;
+
+  constructor(source: string, re: RE2JS) {
+    this.source = source;
+    this.re = re;
+    const plan = literalPlan(source);
+    this.literal = plan.kind === "exact" ? plan.test : undefined;
+    this.prefix = plan.kind === "prefix" ? plan.prefix : "";
+  }
+
+  matches(s: string): boolean {
+    const literal = this.literal;
+    if (literal !== undefined) return literal(s);
+    if (this.prefix !== "" && !s.startsWith(this.prefix)) return false;
+    return this.re.matches(s);
+  }
+}
+
 export interface CompiledHttpRule {
   doc: HttpRuleDoc;
-  method?: RE2JS;
-  path?: RE2JS;
-  host?: RE2JS;
+  method?: Re2Field;
+  path?: Re2Field;
+  host?: Re2Field;
   headers: { name: string; value?: string }[];
 }
 
@@ -70,7 +100,7 @@ export function compileHttpRule(doc: HttpRuleDoc): CompiledHttpRule {
     if (p === undefined) return undefined;
     const r = compileRe2(p);
     if (typeof r === "string") throw new Error(r); // validated before: unreachable for accepted policies
-    return r;
+    return new Re2Field(p, r);
   };
   const headers = (doc.headers ?? []).map(parseHeaderLine).filter((h) => h !== undefined);
   for (const h of doc.headerMatches ?? []) headers.push({ name: h.name.toLowerCase(), ...(h.value !== undefined ? { value: h.value } : {}) });
@@ -82,11 +112,24 @@ export function matchHttp(rule: CompiledHttpRule, req: HttpRequest): boolean {
   if (rule.path && !rule.path.matches(req.path)) return false;
   if (rule.host && !rule.host.matches(req.host ?? "")) return false;
   if (rule.headers.length) {
-    const lower = new Map(Object.entries(req.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+    const headers = req.headers ?? {};
+    // The proxy passes lowercase names already: read them in place; otherwise lowercase a copy
+    // (the last of two names differing in case wins, as before).
+    let lowercase = true;
+    for (const k in headers) if (hasUpper(k)) lowercase = false;
+    const lower = lowercase ? undefined : new Map(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
     for (const h of rule.headers) {
-      const v = lower.get(h.name);
+      const v = lower ? lower.get(h.name) : Object.hasOwn(headers, h.name) ? headers[h.name] : undefined;
       if (v === undefined || (h.value !== undefined && v !== h.value)) return false;
     }
   }
   return true;
+}
+
+function hasUpper(k: string): boolean {
+  for (let i = 0; i < k.length; i++) {
+    const c = k.charCodeAt(i);
+    if ((c >= 65 && c <= 90) || c > 127) return true;
+  }
+  return false;
 }

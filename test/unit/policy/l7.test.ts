@@ -24,6 +24,18 @@ describe("HTTP rules", () => {
     [{ headerMatches: [{ name: "X-Token", value: "s3cret" }] }, { method: "GET", path: "/", headers: { "X-Token": "s3cret" } }, true],
     [{ headerMatches: [{ name: "X-Token", value: "s3cret" }] }, { method: "GET", path: "/", headers: { "X-Token": "S3CRET" } }, false],
     [{}, { method: "ANYTHING", path: "/whatever" }, true],
+    // header names: lowercase ones are read in place, others through a lowercased copy
+    [{ headers: ["X-A: 1"] }, { method: "GET", path: "/", headers: { "x-a": "1" } }, true],
+    [{ headers: ["X-A: 1"] }, { method: "GET", path: "/", headers: { "x-a": "2", "X-A": "1" } }, true],
+    [{ headers: ["X-A: 1"] }, { method: "GET", path: "/", headers: { "X-A": "1", "x-a": "2" } }, false],
+    [{ headers: ["Constructor"] }, { method: "GET", path: "/", headers: {} }, false],
+    [{ headers: ["toString"] }, { method: "GET", path: "/", headers: { "x-a": "1" } }, false],
+    // method, path and host patterns on the literal fast path and the engine give one answer
+    [{ method: "GET|HEAD", path: "/public/.*", host: "(www\\.)?example\\.com" }, { method: "HEAD", path: "/public/x", host: "example.com" }, true],
+    [{ method: "GET|HEAD", path: "/public/.*", host: "(www\\.)?example\\.com" }, { method: "HEAD", path: "/public/x", host: "example.com:80" }, false],
+    [{ method: "GET", path: "/api/v[0-9]+/.*" }, { method: "GET", path: "/api/v2/x" }, true],
+    [{ method: "GET", path: "/api/v[0-9]+/.*" }, { method: "GET", path: "/api/vx/x" }, false],
+    [{ host: "(?i)api\\.example\\.com" }, { method: "GET", path: "/", host: "API.example.com" }, true],
   ];
   for (const [rule, req, want] of cases) {
     it(`${JSON.stringify(rule)} ${want ? "matches" : "does not match"} ${JSON.stringify(req)}`, () =>
