@@ -3,6 +3,7 @@
 // can stall a worker; literal patterns skip the engine (literal.ts). Pure: no I/O.
 
 import { RE2JS } from "re2js";
+import { headerActionRefusal } from "./header-actions.ts";
 import { literalPlan } from "./literal.ts";
 
 export interface HttpRuleDoc {
@@ -103,7 +104,12 @@ export function compileHttpRule(doc: HttpRuleDoc): CompiledHttpRule {
     return new Re2Field(p, r);
   };
   const headers = (doc.headers ?? []).map(parseHeaderLine).filter((h) => h !== undefined);
-  for (const h of doc.headerMatches ?? []) headers.push({ name: h.name.toLowerCase(), ...(h.value !== undefined ? { value: h.value } : {}) });
+  // A headerMatch with an enforceable mismatch action never fails its rule (the proxy logs or edits
+  // instead); an empty value asks only for the header's presence (Cilium's semantics).
+  for (const h of doc.headerMatches ?? []) {
+    if (h.mismatch && headerActionRefusal(h.name, h.mismatch.toUpperCase(), h.value) === undefined) continue;
+    headers.push({ name: h.name.toLowerCase(), ...(h.value ? { value: h.value } : {}) });
+  }
   return { doc, method: re(doc.method), path: re(doc.path), host: re(doc.host), headers };
 }
 
