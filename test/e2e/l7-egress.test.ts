@@ -5,7 +5,6 @@
 // sets in one pass through one proxy: a request must pass both.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { getJson } from "../../src/core/unix-http.ts";
@@ -18,15 +17,7 @@ describe("egress L7 rules in the client's node proxy", () => {
     c = await TestCluster.start({ nodes: 2, manifests: join(REPO, "examples") });
     assert.equal((await c.apply(join(REPO, "test", "fixtures", "manifests", "l7-egress.yaml"))).code, 0);
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
-    await c.waitFor("L7 redirection on for both nodes", async () =>
-      ["node-1", "node-2"].every((n) => {
-        try {
-          return (JSON.parse(readFileSync(join(c.stateDir, "run", n, "agent.health.json"), "utf8")) as { redirect?: boolean }).redirect === true;
-        } catch {
-          return false;
-        }
-      }),
-    );
+    await c.waitForRedirect();
     const echo = (await c.pods()).filter((p: PodJson) => p.metadata.labels.app === "echo");
     echoOn = Object.fromEntries(echo.map((p) => [p.spec.nodeName, p.status.podIP]));
     assert.ok(echoOn["node-1"] && echoOn["node-2"], "echo pods on both nodes");
@@ -63,19 +54,7 @@ describe("egress L7 rules in the client's node proxy", () => {
   });
 
   it("flows show the egress L7 verdicts", async () => {
-    const r = await c.cli(["observe", "--last", "3000", "-o", "json"]);
-    const flows = r.stdout
-      .trim()
-      .split("\n")
-      .map(
-        (l) =>
-          (
-            JSON.parse(l) as {
-              flow: { Type: string; verdict: string; traffic_direction: string; l7?: { http?: { code: number; url: string } }; source: { pod_name?: string } };
-            }
-          ).flow,
-      )
-      .filter((f) => f.Type === "L7" && f.source.pod_name === "client-1");
+    const flows = (await c.flows()).filter((f) => f.Type === "L7" && f.source.pod_name === "client-1");
     assert.ok(flows.some((f) => f.traffic_direction === "EGRESS" && f.verdict === "DROPPED" && f.l7?.http?.code === 403 && f.l7.http.url.endsWith("/private")));
     assert.ok(
       flows.some((f) => f.traffic_direction === "EGRESS" && f.verdict === "FORWARDED" && f.l7?.http?.code === 200 && f.l7.http.url.endsWith("/public/x")),

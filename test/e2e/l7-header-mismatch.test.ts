@@ -77,18 +77,7 @@ describe("headerMatches mismatch actions through the node proxies", () => {
     const r = await c.apply(file);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
-    await c.waitFor(
-      "L7 redirection on for both nodes",
-      async () =>
-        ["node-1", "node-2"].every((n) => {
-          try {
-            return (JSON.parse(readFileSync(join(c.stateDir, "run", n, "agent.health.json"), "utf8")) as { redirect?: boolean }).redirect === true;
-          } catch {
-            return false;
-          }
-        }),
-      60_000,
-    );
+    await c.waitForRedirect();
     echoPods = (await c.pods()).filter((p) => p.metadata.labels.app === "echo" && p.status.phase === "Running");
     assert.ok(
       ["node-1", "node-2"].every((n) => echoPods.some((p) => p.spec.nodeName === n)),
@@ -149,20 +138,7 @@ describe("headerMatches mismatch actions through the node proxies", () => {
     const flows = await c.waitFor(
       "mismatch flows in weft observe",
       async () => {
-        const r = await c.cli(["observe", "--last", "3000", "-o", "json"]);
-        const all = r.stdout
-          .trim()
-          .split("\n")
-          .filter(Boolean)
-          .map(
-            (l) =>
-              (
-                JSON.parse(l) as {
-                  flow: { Type: string; verdict: string; l7?: { http?: { url: string; protocol: string; missing_headers?: Hdr; rejected_headers?: Hdr } } };
-                }
-              ).flow,
-          )
-          .filter((f) => f.Type === "L7");
+        const all = (await c.flows()).filter((f) => f.Type === "L7");
         const log = all.filter((f) => f.l7?.http?.url.endsWith("/log/a"));
         return log.length >= 4 ? all : undefined; // 2 pods × 2 protocols
       },

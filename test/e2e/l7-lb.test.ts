@@ -6,7 +6,7 @@
 // than round robin would; outlier detection ejects a pod after N consecutive 5xx.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -65,18 +65,7 @@ describe("L7 load balancing per Service (annotations), through the node proxy", 
     );
     const r = await c.apply(dir);
     assert.equal(r.code, 0, r.stderr);
-    await c.waitFor(
-      "L7 redirection on for both nodes",
-      async () =>
-        ["node-1", "node-2"].every((n) => {
-          try {
-            return (JSON.parse(readFileSync(join(c.stateDir, "run", n, "agent.health.json"), "utf8")) as { redirect?: boolean }).redirect === true;
-          } catch {
-            return false;
-          }
-        }),
-      60_000,
-    );
+    await c.waitForRedirect();
     echoPods = await c.waitFor("three echo pods ready", async () => {
       const pods = (await c.pods()).filter(
         (p) => p.metadata.labels.app === "echo" && p.status.conditions?.some((x) => x.type === "Ready" && x.status === "True"),

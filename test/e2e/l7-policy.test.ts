@@ -4,7 +4,6 @@
 // flows show each verdict.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type PodJson, REPO, TestCluster } from "../harness/cluster.ts";
@@ -18,18 +17,7 @@ describe("L7 policy through the node proxies", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
     await c.waitFor("intruder running", async () => (await c.pods()).some((p) => p.metadata.name === "intruder" && p.status.phase === "Running"));
-    await c.waitFor(
-      "L7 redirection on for both nodes",
-      async () =>
-        ["node-1", "node-2"].every((n) => {
-          try {
-            return (JSON.parse(readFileSync(join(c.stateDir, "run", n, "agent.health.json"), "utf8")) as { redirect?: boolean }).redirect === true;
-          } catch {
-            return false;
-          }
-        }),
-      60_000,
-    );
+    await c.waitForRedirect();
     echoPods = (await c.pods()).filter((p) => p.metadata.labels.app === "echo");
   });
   after(async () => {
@@ -128,24 +116,7 @@ setTimeout(()=>{console.log("timeout "+JSON.stringify(b.slice(0,40)));process.ex
   });
 
   it("flows show the L7 verdicts with method, URL and code, and the L3/L4 drop", async () => {
-    const r = await c.cli(["observe", "--last", "3000", "-o", "json"]);
-    const flows = r.stdout
-      .trim()
-      .split("\n")
-      .map(
-        (l) =>
-          (
-            JSON.parse(l) as {
-              flow: {
-                Type: string;
-                verdict: string;
-                l7?: { http?: { code: number; method: string; url: string } };
-                source: { pod_name?: string };
-                drop_reason?: number;
-              };
-            }
-          ).flow,
-      );
+    const flows = await c.flows();
     const l7 = flows.filter((f) => f.Type === "L7");
     assert.ok(l7.some((f) => f.verdict === "FORWARDED" && f.l7?.http?.code === 200 && f.l7.http.url.endsWith("/public/hello")));
     assert.ok(l7.some((f) => f.verdict === "DROPPED" && f.l7?.http?.code === 403 && f.l7.http.url.endsWith("/private")));

@@ -43,13 +43,7 @@ describe("the node proxy under load: worker kill and config push", () => {
     c = await TestCluster.start({ nodes: 2, manifests: join(REPO, "examples") });
     assert.equal((await c.apply(join(REPO, "examples", "l7"))).code, 0);
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
-    await c.waitFor("L7 redirection on for node-1", async () => {
-      try {
-        return (JSON.parse(readFileSync(join(c.stateDir, "run", "node-1", "agent.health.json"), "utf8")) as { redirect?: boolean }).redirect === true;
-      } catch {
-        return false;
-      }
-    });
+    await c.waitForRedirect(["node-1"]);
     const pod = (await c.pods()).find((p) => p.metadata.labels.app === "echo" && p.spec.nodeName === "node-1");
     assert.ok(pod?.status.podIP, "an echo pod on node-1");
     target = pod.status.podIP;

@@ -3,7 +3,6 @@
 // a flow.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { REPO, TestCluster } from "../harness/cluster.ts";
@@ -14,18 +13,7 @@ describe("L7 visibility without enforcement", () => {
     c = await TestCluster.start({ nodes: 2, manifests: join(REPO, "examples") });
     assert.equal((await c.apply(join(REPO, "test", "fixtures", "manifests", "l7-visibility.yaml"))).code, 0);
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
-    await c.waitFor(
-      "L7 redirection on for both nodes",
-      async () =>
-        ["node-1", "node-2"].every((n) => {
-          try {
-            return (JSON.parse(readFileSync(join(c.stateDir, "run", n, "agent.health.json"), "utf8")) as { redirect?: boolean }).redirect === true;
-          } catch {
-            return false;
-          }
-        }),
-      60_000,
-    );
+    await c.waitForRedirect();
   });
   after(async () => {
     await c?.down();
@@ -38,12 +26,7 @@ describe("L7 visibility without enforcement", () => {
       assert.equal(r.stdout, "200", `${p} is not denied`);
     }
     const flows = await c.waitFor("L7 flows for every request", async () => {
-      const out = (await c.cli(["observe", "--last", "3000", "-o", "json"])).stdout;
-      const l7 = out
-        .trim()
-        .split("\n")
-        .map((l) => (JSON.parse(l) as { flow: { Type: string; verdict: string; l7?: { http?: { method: string; url: string; code: number } } } }).flow)
-        .filter((f) => f.Type === "L7" && f.l7?.http?.method === "DELETE");
+      const l7 = (await c.flows()).filter((f) => f.Type === "L7" && f.l7?.http?.method === "DELETE");
       return paths.every((p) => l7.some((f) => f.l7?.http?.url.endsWith(p))) && l7;
     });
     for (const f of flows) {

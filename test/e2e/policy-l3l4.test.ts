@@ -70,7 +70,8 @@ describe("L3/L4 policy", () => {
   }
   const tcp = async (from: string, port = 8080) =>
     (await c.exec(from, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", `http://${server.status.podIP}:${port}/`])).stdout;
-  const udpOnce = async (from: string, wait = 2) => (await c.exec(from, ["sh", "-c", `echo ping | socat -T${wait} - UDP4:${server.status.podIP}:9000`])).stdout.trim();
+  const udpOnce = async (from: string, wait = 2) =>
+    (await c.exec(from, ["sh", "-c", `echo ping | socat -T${wait} - UDP4:${server.status.podIP}:9000`])).stdout.trim();
   /** UDP has no retransmission: on a loaded machine a datagram may be late, so an answer gets 3 tries. */
   const udp = async (from: string) => {
     for (let i = 0; i < 2; i++) {
@@ -119,26 +120,7 @@ spec:
   });
 
   it("records the drops as flows with Cilium's reason", async () => {
-    const r = await c.cli(["observe", "--verdict", "DROPPED", "--last", "200", "-o", "json"]);
-    const flows = r.stdout
-      .trim()
-      .split("\n")
-      .filter(Boolean)
-      .map(
-        (l) =>
-          (
-            JSON.parse(l) as {
-              flow: {
-                source: { pod_name?: string };
-                destination: { pod_name?: string };
-                drop_reason: number;
-                drop_reason_desc: string;
-                traffic_direction: string;
-                l4?: Record<string, unknown>;
-              };
-            }
-          ).flow,
-      );
+    const flows = await c.flows({ verdict: "DROPPED", last: 200 });
     for (const proto of ["TCP", "UDP", "ICMPv4"]) {
       const f = flows.find((x) => x.source.pod_name === "stranger-far" && x.destination.pod_name === "server" && x.l4 && proto in x.l4);
       assert.ok(f, `a ${proto} drop flow from stranger-far`);

@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { Flow } from "../../src/observe/flow.ts";
 
 export const REPO = new URL("../..", import.meta.url).pathname;
 export const WEFT = join(REPO, "bin/weft.js");
@@ -144,6 +145,32 @@ export class TestCluster {
       if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
       await new Promise((r) => setTimeout(r, 250));
     }
+  }
+
+  /** Waits until each node's agent reports L7 redirection on (its proxy serves and was told so). */
+  async waitForRedirect(nodes: string[] = ["node-1", "node-2"], timeoutMs = 60_000): Promise<void> {
+    await this.waitFor(
+      `L7 redirection on for ${nodes.join(", ")}`,
+      async () =>
+        nodes.every((n) => {
+          try {
+            return (JSON.parse(readFileSync(join(this.stateDir, "run", n, "agent.health.json"), "utf8")) as { redirect?: boolean }).redirect === true;
+          } catch {
+            return false;
+          }
+        }),
+      timeoutMs,
+    );
+  }
+
+  /** The last flows of every node, as `weft observe -o json` prints them. */
+  async flows(opts: { last?: number; verdict?: string } = {}): Promise<Flow[]> {
+    const r = await this.cli(["observe", "--last", String(opts.last ?? 3000), ...(opts.verdict ? ["--verdict", opts.verdict] : []), "-o", "json"]);
+    if (r.code !== 0) throw new Error(`weft observe failed: ${r.stderr}`);
+    return r.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { flow: Flow }).flow);
   }
 
   private readonly outsideProcs: ChildProcess[] = [];
