@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { seededRandom as rng } from "../../../src/core/random.ts";
 import { compilePolicies, PolicyCompiler, selectorCidrs } from "../../../src/policy/compile.ts";
 import { allocateIdentities, type EndpointInput, makeIdentity, WILDCARD_IDENTITY } from "../../../src/policy/identity.ts";
 import { datapathLookup, PolicyMapView } from "../../../src/policy/key.ts";
@@ -13,17 +14,7 @@ import { PROTO } from "../../../src/policy/ports.ts";
 import { traceDirection } from "../../../src/policy/trace.ts";
 import { cnp, sel, validated } from "./harness.ts";
 
-/** A small deterministic PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng };
 
 const APPS = ["a", "b", "c", "d"];
 const PORTS = [0, 22, 53, 79, 80, 81, 443, 1000, 1023, 1024, 2000, 8080, 65535];

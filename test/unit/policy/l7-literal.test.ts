@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { RE2JS } from "re2js";
+import { seededRandom as rng } from "../../../src/core/random.ts";
 import { compileHttpRule, matchHttp, Re2Field } from "../../../src/policy/l7/http-match.ts";
 import { literalPlan, requiredPrefix } from "../../../src/policy/l7/literal.ts";
 
@@ -227,18 +228,6 @@ describe("what each pattern reduces to", () => {
     assert.equal(requiredPrefix("/a\\(|b"), "");
   });
 });
-
-/** mulberry32: a small seeded PRNG so a failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("seeded random differential test against re2js", () => {
   it("Re2Field decides as RE2 full match on generated patterns and near-miss inputs", () => {
