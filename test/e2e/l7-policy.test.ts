@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { getJson } from "../../src/core/unix-http.ts";
 import { type PodJson, REPO, TestCluster } from "../harness/cluster.ts";
 
 describe("L7 policy through the node proxies", () => {
@@ -96,6 +97,28 @@ setTimeout(()=>{console.log("timeout "+JSON.stringify(b.slice(0,40)));process.ex
     const raw = "POST /public/x HTTP/1.1\\r\\nHost: echo\\r\\nContent-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n";
     const r = await c.exec("client-1", ["sh", "-c", `printf '${raw}' | socat -T3 - TCP:${target}:8080 | head -1`]);
     assert.match(r.stdout, /^HTTP\/1\.1 400/);
+  });
+
+  it("TLS on a port with HTTP rules and no termination is refused by the proxy, not passed through", async () => {
+    const pod = echoPods.find((p) => p.spec.nodeName === "node-2");
+    assert.ok(pod?.status.podIP);
+    const tlsDenied = async () =>
+      (await getJson<{ total: Record<string, number> }>(join(c.stateDir, "run", "node-2", "proxy-admin.sock"), "/stats", 5000))?.total
+        .downstream_cx_tls_denied ?? 0;
+    const before = await tlsDenied();
+    const r = await c.exec("client-1", [
+      "curl",
+      "-sk",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--max-time",
+      "5",
+      `https://${pod.status.podIP}:8080/public/x`,
+    ]);
+    assert.equal(r.stdout, "000", "no HTTP answer over TLS");
+    assert.equal((await tlsDenied()) - before, 1, "node-2's proxy refused one TLS connection");
   });
 
   it("another client is dropped at L3/L4 (no proxy involved)", async () => {
