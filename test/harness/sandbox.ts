@@ -304,3 +304,33 @@ export async function buildUnderlay(sb: Sandbox, outside: string, nodes: readonl
   }
   return { outside: outsideNs, nodes: names };
 }
+
+/** A node of buildTwoNodes: its namespace, its pin root, its one pod. */
+export interface ClusterNode {
+  ns: string;
+  root: string;
+  pod: SandboxPod;
+}
+
+/**
+ * buildUnderlay for n1 and n2, plus one pod per node (`p1` behind `lxcp1` on n1 with `podIps[0]`,
+ * `p2` behind `lxcp2` on n2 with `podIps[1]`, the node's gw as gateway) and each node's pin root
+ * (n1's is the sandbox's own).
+ */
+export async function buildTwoNodes(
+  sb: Sandbox,
+  outside: string,
+  nodes: readonly [UnderlayNode, UnderlayNode],
+  podIps: readonly [string, string],
+): Promise<{ outside: string; nodes: Record<"n1" | "n2", ClusterNode> }> {
+  const topo = await buildUnderlay(sb, outside, nodes);
+  const node = async (n: UnderlayNode, ip: string): Promise<ClusterNode> => {
+    const ns = topo.nodes[n.name] as string;
+    const k = n.name.slice(1);
+    const pod = await sb.addPod(`p${k}`, { ip, hostIf: `lxcp${k}`, gateway: n.gw, node: ns });
+    return { ns, root: pinRoot(sb.cluster, n.name), pod };
+  };
+  const [n1, n2] = nodes;
+  if (n1.name !== "n1" || n2.name !== "n2") throw new Error("buildTwoNodes wants [n1, n2]");
+  return { outside: topo.outside, nodes: { n1: await node(n1, podIps[0]), n2: await node(n2, podIps[1]) } };
+}

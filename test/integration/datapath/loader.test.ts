@@ -3,7 +3,7 @@
 // read ring-buffer events. Run: node --import tsx --test test/integration/datapath/loader.test.ts
 
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -24,6 +24,7 @@ import {
   type RingBufferReader,
   replaceProgram,
 } from "../../../src/datapath/loader.ts";
+import { firstLine } from "../../harness/child-lines.ts";
 import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
 
 const run = promisify(execFile);
@@ -77,29 +78,6 @@ async function cgroupAttachments(cgroup: string): Promise<{ id: number; attach_t
   return stdout.trim() ? JSON.parse(stdout) : [];
 }
 
-function lineFrom(child: ChildProcess, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = "";
-    let err = "";
-    const timer = setTimeout(() => reject(new Error(`no output after ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
-    child.stderr?.on("data", (d) => {
-      err += d;
-    });
-    child.stdout?.on("data", (d) => {
-      out += d;
-      const nl = out.indexOf("\n");
-      if (nl >= 0) {
-        clearTimeout(timer);
-        resolve(out.slice(0, nl));
-      }
-    });
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      if (!out.includes("\n")) reject(new Error(`exited ${code} without output; stderr: ${err}`));
-    });
-  });
-}
-
 /** Waits, bounded in time, until `cond` holds; polls every 10 ms. */
 async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -125,7 +103,7 @@ describe("datapath loader (real BPF, throwaway netns + child cgroup)", { timeout
 
   async function traffic(connects: number, datagrams: number): Promise<number> {
     const child = sb.spawnInCgroup([process.execPath, PEER, "traffic", String(listenerPort), String(connects), String(UDP_PORT), String(datagrams)]);
-    const out = JSON.parse(await lineFrom(child, 15_000));
+    const out = JSON.parse(await firstLine(child, 15_000));
     assert.deepEqual({ connects: out.connects, datagrams: out.datagrams }, { connects, datagrams });
     assert.equal(out.pid, child.pid, "the traffic process kept the pid placed in the cgroup");
     return out.pid;
@@ -147,7 +125,7 @@ describe("datapath loader (real BPF, throwaway netns + child cgroup)", { timeout
     map.events = pins.map(sb.pinRoot, "probe_events");
     map.lost = pins.map(sb.pinRoot, "probe_events_lost");
     const listener = sb.spawnInNetns([process.execPath, PEER, "listen"]);
-    listenerPort = JSON.parse(await lineFrom(listener, 10_000)).port;
+    listenerPort = JSON.parse(await firstLine(listener, 10_000)).port;
     assert.ok(listenerPort > 0);
   });
 
@@ -616,7 +594,8 @@ describe("lookups and transparent listeners", () => {
   it("hands a node program an IP_TRANSPARENT listening socket by file descriptor", async () => {
     const { transparentListenerArgv } = await import("../../../src/datapath/loader.ts");
     const { spawnSync } = await import("node:child_process");
-    const script = "const n=require('net');const s=n.createServer(c=>c.end('ok')).listen({fd:3},()=>{const a=s.address();console.log(a.address+':'+a.port);process.exit(0)})";
+    const script =
+      "const n=require('net');const s=n.createServer(c=>c.end('ok')).listen({fd:3},()=>{const a=s.address();console.log(a.address+':'+a.port);process.exit(0)})";
     const argv = transparentListenerArgv("127.0.0.1", 0 || 47611, 3, [process.execPath, "-e", script]);
     const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: "utf8", timeout: 10_000 });
     assert.equal(r.status, 0, r.stderr);

@@ -13,16 +13,17 @@ import { type ChildProcess, execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { ServiceSync } from "../../../src/datapath/lb-sync.ts";
-import { attachTc, loadObject, objectPath, pins, programOf, transparentListenerArgv, writeMaps } from "../../../src/datapath/loader.ts";
-import { ENDPOINTS_MAP, encodeEndpointKey, encodeEndpointValue } from "../../../src/datapath/maps/endpoints.ts";
+import { pins, writeMaps } from "../../../src/datapath/loader.ts";
 import { encodeIpcacheKey, encodeIpcacheValue, IPCACHE_MAP } from "../../../src/datapath/maps/ipcache.ts";
-import { ensureSubjectMap, policyWrites } from "../../../src/datapath/maps/policy.ts";
-import { loadNodePortDatapath } from "../../../src/datapath/nodeport-sync.ts";
 import { enableRedirect, lookupOrigin, registerUpstream } from "../../../src/datapath/redirect.ts";
 import { setupProxyRouting } from "../../../src/datapath/redirect-net.ts";
 import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
 import type { PolicyEntry } from "../../../src/policy/key.ts";
-import { buildUnderlay, createSandbox, removeStale, type Sandbox, type SandboxPod, type UnderlayNode } from "../../harness/sandbox.ts";
+import { untilReady } from "../../harness/child-lines.ts";
+import { type ClientResult, runClient } from "../../harness/l4-client.ts";
+import { ID, setUpNodePortNode } from "../../harness/node-datapath.ts";
+import { buildTwoNodes, type ClusterNode, createSandbox, removeStale, type Sandbox, type UnderlayNode } from "../../harness/sandbox.ts";
+import { type Accepted, type StandInProxy, startStandInProxy } from "../../harness/stand-in-proxy.ts";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const OUTSIDE = "10.254.0.2";
@@ -31,7 +32,6 @@ const N1: UnderlayNode = { name: "n1", underlay: "10.254.0.11", overlay: "10.253
 const N2: UnderlayNode = { name: "n2", underlay: "10.254.0.12", overlay: "10.253.0.12", mac: "02:78:00:00:00:02", gw: "10.200.2.1", cidr: "10.200.2.0/24" };
 const P1 = { ip: "10.200.1.10", id: 1000 }; // on n1
 const P2 = { ip: "10.200.2.10", id: 2000 }; // on n2
-const ID = { host: 1, world: 2, remoteNode: 6 };
 const CIDR_ID = (1 << 24) + 1; // a node-local CIDR identity the last test gives the outside client
 
 // The pods: every port answers with the pod's name and the peer it saw.
@@ -44,95 +44,6 @@ for (const p of ports) net.createServer((s) => s.end(JSON.stringify({ pod: name,
   .listen(Number(p), "0.0.0.0", () => { if (--pending === 0) process.stdout.write("ready\\n"); });
 process.stdin.on("end", () => process.exit(0)).resume();
 `;
-
-// The outside client: one TCP connection; what it read and whom it talked to.
-const CLIENT = `
-const net = require("node:net");
-const [host, port, ms] = process.argv.slice(1);
-const done = (r) => { process.stdout.write(JSON.stringify(r) + "\\n"); process.exit(0); };
-setTimeout(() => done({ ok: false, error: "timeout" }), Number(ms)).unref();
-let data = "", from = "";
-const s = net.connect(Number(port), host);
-s.on("connect", () => { from = s.remoteAddress + ":" + s.remotePort; });
-s.on("data", (d) => (data += d)).on("end", () => done({ ok: true, data, from })).on("error", (e) => done({ ok: false, error: e.code }));
-`;
-
-// Stand-in proxy on the inherited IP_TRANSPARENT listener (fd argv[1]); prints {"accept":id,...}
-// per connection; stdin commands, one JSON a line: {"id","answer"} ends the connection with text;
-// {"id","upstream":{host,port,localAddress,localPort}} connects bound and pipes both ways.
-const PROXY = `
-const net = require("node:net"), readline = require("node:readline");
-setTimeout(() => process.exit(3), 300000).unref();
-const out = (x) => process.stdout.write(JSON.stringify(x) + "\\n");
-const conns = new Map(); let n = 0;
-const srv = net.createServer({ pauseOnConnect: true }, (s) => {
-  const id = ++n; conns.set(id, s); s.on("error", () => {});
-  out({ accept: id, remoteAddress: s.remoteAddress, remotePort: s.remotePort, localAddress: s.localAddress, localPort: s.localPort });
-});
-srv.listen({ fd: Number(process.argv[1]) }, () => out({ ready: true }));
-readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  const c = JSON.parse(line), s = conns.get(c.id);
-  if (!s) return;
-  if (c.answer !== undefined) { s.end(c.answer); return; }
-  const up = net.connect({ ...c.upstream, timeout: 1500 });
-  up.on("timeout", () => { out({ upstream: c.id, ok: false, error: "timeout" }); up.destroy(); s.destroy(); });
-  up.on("error", (e) => { out({ upstream: c.id, ok: false, error: e.code }); s.destroy(); });
-  up.on("connect", () => { up.setTimeout(0); out({ upstream: c.id, ok: true }); s.pipe(up); up.pipe(s); s.resume(); });
-});
-process.stdin.on("end", () => process.exit(0));
-`;
-
-interface Accepted {
-  accept: number;
-  remoteAddress: string;
-  remotePort: number;
-  localAddress: string;
-  localPort: number;
-}
-interface ClientResult {
-  ok: boolean;
-  data?: string;
-  from?: string;
-  error?: string;
-}
-
-/** A child's stdout as JSON lines, with a waiter for the next line that matches. */
-class Lines {
-  readonly seen: Record<string, unknown>[] = [];
-  private waiters: { pred: (x: Record<string, unknown>) => boolean; resolve: (x: Record<string, unknown>) => void }[] = [];
-  constructor(readonly child: ChildProcess) {
-    let buf = "";
-    child.stdout?.on("data", (d: Buffer) => {
-      buf += d;
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const x = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
-        buf = buf.slice(nl + 1);
-        this.seen.push(x);
-        const hit = this.waiters.filter((w) => w.pred(x));
-        this.waiters = this.waiters.filter((w) => !hit.includes(w));
-        for (const w of hit) w.resolve(x);
-      }
-    });
-  }
-  next<T>(pred: (x: Record<string, unknown>) => boolean, ms = 5000): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching line in ${ms} ms; seen ${JSON.stringify(this.seen)}`)), ms);
-      this.waiters.push({
-        pred,
-        resolve: (x) => {
-          clearTimeout(timer);
-          resolve(x as T);
-        },
-      });
-    });
-  }
-  send(cmd: unknown): void {
-    this.child.stdin?.write(`${JSON.stringify(cmd)}\n`);
-  }
-  accepts(): number {
-    return this.seen.filter((x) => x.accept !== undefined).length;
-  }
-}
 
 function entry(identity: number, dport: number, opts: { redirect?: boolean; proxyPort?: number; prefixlen?: number; protocol?: number } = {}): PolicyEntry {
   return {
@@ -171,102 +82,54 @@ const SLICES = [
 describe("NodePort from outside to an L7-policed pod: handed to the node proxy (bpf_sk_assign)", () => {
   let sb: Sandbox;
   let outside: string;
-  const nodes: Record<"n1" | "n2", { ns: string; root: string; pod?: SandboxPod; proxy?: Lines }> = {
-    n1: { ns: "", root: "" },
-    n2: { ns: "", root: "" },
-  };
+  let nodes: Record<"n1" | "n2", ClusterNode & { proxy?: StandInProxy }>;
   const servers: ChildProcess[] = [];
 
   before(async () => {
     execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
     await removeStale("redirnp");
     sb = await createSandbox("redirnp");
-    // The local cluster's wiring: underlay bridge, outside, two nodes joined by external VXLAN.
-    const topo = await buildUnderlay(sb, OUTSIDE, [N1, N2]);
-    outside = topo.outside;
-    nodes.n1 = { ...nodes.n1, ns: topo.nodes.n1 as string, root: sb.pinRoot };
-    nodes.n2 = { ...nodes.n2, ns: topo.nodes.n2 as string, root: sb.pinRoot.replace(/\/n1$/, "/n2") };
-    nodes.n1.pod = await sb.addPod("p1", { ip: P1.ip, hostIf: "lxcp1", gateway: N1.gw, node: nodes.n1.ns });
-    nodes.n2.pod = await sb.addPod("p2", { ip: P2.ip, hostIf: "lxcp2", gateway: N2.gw, node: nodes.n2.ns });
+    // The local cluster's wiring: underlay bridge, outside, two nodes joined by external VXLAN, a pod each.
+    ({ outside, nodes } = await buildTwoNodes(sb, OUTSIDE, [N1, N2], [P1.ip, P2.ip]));
 
     for (const [n, self, peer, pod] of [
       [nodes.n1, N1, N2, P1],
       [nodes.n2, N2, N1, P2],
     ] as const) {
-      const { ns, root } = n;
-      const podIf = n.pod as SandboxPod;
-      const lxc = await loadObject(objectPath("lxc"), root);
-      const prog = (name: string) => programOf(lxc, name).pin;
-      await attachTc(prog("vxlan_from_overlay"), ns, "vx0", "ingress", pins.link(root, "vx0-ingress"));
-      await attachTc(prog("vxlan_to_overlay"), ns, "vx0", "egress", pins.link(root, "vx0-egress"));
-      await attachTc(prog("lxc_from_endpoint"), ns, podIf.hostIf, "ingress", pins.link(root, "lxc-from"));
-      await attachTc(prog("lxc_to_endpoint"), ns, podIf.hostIf, "egress", pins.link(root, "lxc-to"));
-      await loadNodePortDatapath(root, { netns: ns, nodeIP: self.underlay });
-      const ipc = (cidr: string, identity: number, extra: { tunnelEndpoint?: string; flags?: number } = {}) => ({
-        op: "update" as const,
-        map: pins.map(root, IPCACHE_MAP),
-        key: encodeIpcacheKey(cidr),
-        value: encodeIpcacheValue({ cidr, identity, ...extra }),
-      });
-      const peerPod = pod === P1 ? P2 : P1;
-      await ensureSubjectMap(root, pod.id);
-      await writeMaps([
-        ipc("0.0.0.0/0", ID.world),
-        ...[self.underlay, self.overlay, self.gw].map((a) => ipc(`${a}/32`, ID.host)),
-        ...[peer.underlay, peer.overlay, peer.gw].map((a) => ipc(`${a}/32`, ID.remoteNode)),
-        ipc(peer.cidr, ID.world, { tunnelEndpoint: peer.underlay }),
-        ipc(`${pod.ip}/32`, pod.id, { flags: 1 }),
-        ipc(`${peerPod.ip}/32`, peerPod.id, { tunnelEndpoint: peer.underlay }),
-        {
-          op: "update",
-          map: pins.map(root, ENDPOINTS_MAP),
-          key: encodeEndpointKey(pod.ip),
-          value: encodeEndpointValue({ ip: pod.ip, identity: pod.id, ifindex: podIf.hostIfindex, endpointId: 1, enforceIngress: true, enforceEgress: false }),
-        },
-        ...policyWrites(root, pod.id, [
-          entry(ID.world, 8080, { redirect: true }),
-          entry(ID.world, 8081),
-          entry(ID.world, 8082, { redirect: true, proxyPort: 15999 }),
-          entry(ID.remoteNode, 8080, { redirect: true }),
-          entry(CIDR_ID, 8080, { redirect: true }),
-          entry(ID.host, 0, { prefixlen: 40, protocol: 0 }), // the agent's allow-localhost
-        ]),
+      const { ns, root, pod: podIf } = n;
+      await setUpNodePortNode(n, self, peer, { pod, peerPod: pod === P1 ? P2 : P1 }, [
+        entry(ID.world, 8080, { redirect: true }),
+        entry(ID.world, 8081),
+        entry(ID.world, 8082, { redirect: true, proxyPort: 15999 }),
+        entry(ID.remoteNode, 8080, { redirect: true }),
+        entry(CIDR_ID, 8080, { redirect: true }),
+        entry(ID.host, 0, { prefixlen: 40, protocol: 0 }), // the agent's allow-localhost
       ]);
       const report = await new ServiceSync(root, self.name).sync(SERVICES, SLICES);
       assert.deepEqual(report.problems, []);
       const server = sb.spawnIn(podIf.netns, ["node", "-e", SERVER, pod === P1 ? "p1" : "p2", "8080", "8081", "8082"]);
       servers.push(server);
-      await new Promise<void>((resolve, reject) => {
-        let out = "";
-        server.stdout?.on("data", (d: Buffer) => {
-          out += d;
-          if (out.includes("ready")) resolve();
-        });
-        server.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
-      });
+      await untilReady(server);
       await setupProxyRouting(ns);
       const proxyCg = sb.addCgroup(`proxy${self.name}`);
-      n.proxy = new Lines(sb.spawnInCgroupAt(proxyCg, ns, transparentListenerArgv("0.0.0.0", PROXY_PORT, 3, ["node", "-e", PROXY, "3"])));
-      await n.proxy.next((x) => x.ready === true);
+      n.proxy = await startStandInProxy(sb, proxyCg, ns, { port: PROXY_PORT, transparent: true });
       await enableRedirect(root, { address: self.gw, port: PROXY_PORT, cgroup: proxyCg });
     }
   });
 
   after(async () => {
     for (const s of servers) s.stdin?.end();
-    for (const n of Object.values(nodes)) n.proxy?.child.stdin?.end();
+    for (const n of Object.values(nodes ?? {})) n.proxy?.stop();
     await sb?.dispose();
   });
 
-  function client(host: string, port: number, ms = 4000): Promise<ClientResult> {
-    return new Lines(sb.spawnIn(outside, ["node", "-e", CLIENT, host, String(port), String(ms)])).next<ClientResult>(() => true, ms + 5000);
-  }
+  const client = (host: string, port: number, ms = 4000) => runClient(sb, outside, host, port, { ms });
 
-  async function viaProxy(node: "n1" | "n2", host: string, port: number): Promise<{ acc: Accepted; result: Promise<ClientResult>; proxy: Lines }> {
-    const proxy = nodes[node].proxy as Lines;
+  async function viaProxy(node: "n1" | "n2", host: string, port: number): Promise<{ acc: Accepted; result: Promise<ClientResult>; proxy: StandInProxy }> {
+    const proxy = nodes[node].proxy as StandInProxy;
     const before = proxy.accepts();
     const result = client(host, port);
-    const acc = await proxy.next<Accepted>((x) => x.accept === before + 1);
+    const acc = await proxy.accepted(before);
     return { acc, result, proxy };
   }
 
@@ -292,7 +155,7 @@ describe("NodePort from outside to an L7-policed pod: handed to the node proxy (
       ["tc", ID.world, P1.id, true, false, P1.ip, 8080, P1.ip, 8080, 9],
     );
     proxy.send({ id: acc.accept, answer: "from the proxy" });
-    assert.deepEqual(await result, { ok: true, data: "from the proxy", from: `${N1.underlay}:30081` });
+    assert.deepEqual(await result, { ok: true, data: "from the proxy", peer: `${N1.underlay}:30081` });
     const ms = performance.now() - t0;
     t.diagnostic(`outside → proxy → answer: ${ms.toFixed(1)} ms (record lookup through dumpMap included)`);
     assert.ok(ms < 10_000, `${ms} ms`);
@@ -306,23 +169,23 @@ describe("NodePort from outside to an L7-policed pod: handed to the node proxy (
     const r = await result;
     assert.equal(r.ok, true, JSON.stringify(r));
     assert.deepEqual(JSON.parse(r.data ?? "{}"), { pod: "p1", peer: `${N1.gw}:40021` });
-    assert.equal(r.from, `${N1.underlay}:30081`);
+    assert.equal(r.peer, `${N1.underlay}:30081`);
   });
 
   it("without the redirect flag (n1:30083 → p1:8081) the pod answers itself, seeing the client; the proxy accepts nothing", async () => {
-    const proxy = nodes.n1.proxy as Lines;
+    const proxy = nodes.n1.proxy as StandInProxy;
     const before = proxy.accepts();
     const r = await client(N1.underlay, 30083);
     assert.equal(r.ok, true, JSON.stringify(r));
     const body = JSON.parse(r.data ?? "{}") as { pod: string; peer: string };
     assert.equal(body.pod, "p1");
     assert.match(body.peer, new RegExp(`^${OUTSIDE.replaceAll(".", "\\.")}:\\d+$`));
-    assert.equal(r.from, `${N1.underlay}:30083`);
+    assert.equal(r.peer, `${N1.underlay}:30083`);
     assert.equal(proxy.accepts(), before);
   });
 
   it("L7 entry naming a proxy port with no listener (n1:30084): dropped, never a bypass to the pod", async () => {
-    const proxy = nodes.n1.proxy as Lines;
+    const proxy = nodes.n1.proxy as StandInProxy;
     const before = proxy.accepts();
     assert.deepEqual(await client(N1.underlay, 30084, 1500), { ok: false, error: "timeout" });
     assert.equal(proxy.accepts(), before);
@@ -336,7 +199,7 @@ describe("NodePort from outside to an L7-policed pod: handed to the node proxy (
     assert.ok(rec, "a record on n2");
     assert.deepEqual([rec.via, rec.srcIdentity, rec.dstIdentity, rec.ingress, rec.egress], ["tc", ID.remoteNode, P2.id, true, false]);
     proxy.send({ id: acc.accept, answer: "from n2's proxy" });
-    assert.deepEqual(await result, { ok: true, data: "from n2's proxy", from: `${N1.underlay}:30082` });
+    assert.deepEqual(await result, { ok: true, data: "from n2's proxy", peer: `${N1.underlay}:30082` });
   });
 
   it("an outside client with a CIDR identity in the ipcache: the record carries that identity, not world", async () => {
@@ -348,7 +211,7 @@ describe("NodePort from outside to an L7-policed pod: handed to the node proxy (
       const rec = await lookupOrigin(nodes.n1.root, acc);
       assert.deepEqual([rec?.srcIdentity, rec?.dstIdentity, rec?.ingress], [CIDR_ID, P1.id, true]);
       proxy.send({ id: acc.accept, answer: "cidr" });
-      assert.deepEqual(await result, { ok: true, data: "cidr", from: `${N1.underlay}:30081` });
+      assert.deepEqual(await result, { ok: true, data: "cidr", peer: `${N1.underlay}:30081` });
     } finally {
       await writeMaps([{ op: "delete", map, key: encodeIpcacheKey(cidr) }]);
     }
