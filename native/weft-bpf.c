@@ -71,7 +71,7 @@ __attribute__((noreturn, format(printf, 2, 3))) static void fail(int err, const 
 __attribute__((noreturn)) static void usage(void)
 {
 	fprintf(stderr,
-		"WEFT_BPF: usage: weft-bpf load OBJ PIN_DIR [--const NAME=VALUE]... | "
+		"WEFT_BPF: usage: weft-bpf load OBJ PIN_DIR [--const NAME=VALUE]... [--max-entries MAP=N]... | "
 		"attach-cgroup PROG_PIN CGROUP_DIR HOOK LINK_PIN | "
 		"attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN | replace LINK_PIN PROG_PIN | "
 		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | map-lookup-server MAP_PIN | listen-exec ADDR PORT FD CMD... | map-write (stdin: u PIN KEY VAL | d PIN KEY) | "
@@ -308,7 +308,54 @@ static void set_constants(struct bpf_object *obj, const char *objpath, struct co
 	free(data);
 }
 
-// load OBJ PIN_DIR [--const NAME=VALUE]...
+// --max-entries MAP=N sizes a map before it is created (bpf_map__set_max_entries); names of maps
+// the object does not declare are ignored, so one setting can go to every object. A map already
+// pinned is reused only as it is: its type, key/value sizes and flags must be the object's, and
+// its max_entries the one asked for; without --max-entries for it, the pinned size is adopted (a
+// size set by configuration belongs to the map, not to each object sharing it). Anything else is
+// refused naming the map and what differs (libbpf alone says only "parameter mismatch").
+static void size_map(const char *objpath, struct bpf_map *m, const char *pin, struct const_arg *sizes, int nsizes)
+{
+	const char *name = bpf_map__name(m);
+	long long want = -1;
+	for (int i = 0; i < nsizes; i++)
+		if (strcmp(sizes[i].name, name) == 0)
+			want = (long long)sizes[i].value;
+	if (want >= 0 && bpf_map__set_max_entries(m, (__u32)want))
+		fail(errno, "%s: map %s: set max_entries %lld", objpath, name, want);
+	if (!path_exists(pin))
+		return;
+	int fd = bpf_obj_get(pin);
+	if (fd < 0)
+		fail(errno, "%s: map %s: open pin %s", objpath, name, pin);
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		fail(errno, "%s: map %s: info of pin %s", objpath, name, pin);
+	close(fd);
+	char diff[512] = "";
+	size_t n = 0;
+#define WEFT_DIFF(field, pinned, wanted, fmt)                                                           \
+	if ((pinned) != (wanted) && n < sizeof(diff))                                                   \
+		n += snprintf(diff + n, sizeof(diff) - n, "%s" field " " fmt " pinned, " fmt " wanted", n ? ", " : "", \
+			      pinned, wanted);
+	WEFT_DIFF("type", info.type, (__u32)bpf_map__type(m), "%u")
+	WEFT_DIFF("key_size", info.key_size, bpf_map__key_size(m), "%u")
+	WEFT_DIFF("value_size", info.value_size, bpf_map__value_size(m), "%u")
+	WEFT_DIFF("map_flags", info.map_flags, bpf_map__map_flags(m), "0x%x")
+	if (want >= 0)
+		WEFT_DIFF("max_entries", info.max_entries, (__u32)want, "%u")
+#undef WEFT_DIFF
+	if (n)
+		fail(0,
+		     "%s: map %s pinned at %s differs from the one wanted: %s; pinned maps are never resized or "
+		     "migrated: remove the pin (recreate the node) or ask for the pinned shape",
+		     objpath, name, pin, diff);
+	if (want < 0 && info.max_entries != bpf_map__max_entries(m) && bpf_map__set_max_entries(m, info.max_entries))
+		fail(errno, "%s: map %s: adopt pinned max_entries %u", objpath, name, info.max_entries);
+}
+
+// load OBJ PIN_DIR [--const NAME=VALUE]... [--max-entries MAP=N]...
 // Maps (not .rodata/.data/.bss) are pinned at PIN_DIR/maps/<map>; an existing pin of the same name
 // is reused (libbpf checks type, key/value size, max_entries and flags), so maps survive reloads.
 // Programs are pinned at PIN_DIR/progs/<object>/<program>, replacing the previous version's pin.
@@ -317,23 +364,25 @@ static int cmd_load(int argc, char **argv)
 	if (argc < 2)
 		usage();
 	const char *objpath = argv[0], *pindir = argv[1];
-	struct const_arg consts[64];
-	int nconst = 0;
+	struct const_arg consts[64], sizes[64];
+	int nconst = 0, nsizes = 0;
 
 	for (int i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "--const") || i + 1 >= argc || nconst == 64)
+		int is_const = strcmp(argv[i], "--const") == 0;
+		if ((!is_const && strcmp(argv[i], "--max-entries")) || i + 1 >= argc || nconst == 64 || nsizes == 64)
 			usage();
+		const char *opt = argv[i];
 		char *eq = strchr(argv[++i], '=');
 		if (!eq)
 			usage();
 		*eq = 0;
 		char *end;
 		errno = 0;
-		consts[nconst].name = argv[i];
-		consts[nconst].value = strtoull(eq + 1, &end, 0);
-		if (errno || *end || eq[1] == 0)
-			fail(0, "--const %s: bad number '%s'", argv[i], eq + 1);
-		nconst++;
+		struct const_arg *c = is_const ? &consts[nconst++] : &sizes[nsizes++];
+		c->name = argv[i];
+		c->value = strtoull(eq + 1, &end, 0);
+		if (errno || *end || eq[1] == 0 || (!is_const && (c->value == 0 || c->value > 0xffffffffULL)))
+			fail(0, "%s %s: bad number '%s'", opt, argv[i], eq + 1);
 	}
 
 	struct bpf_object *obj = bpf_object__open_file(objpath, NULL);
@@ -359,6 +408,7 @@ static int cmd_load(int argc, char **argv)
 		nmaps++;
 		if (bpf_map__set_pin_path(m, path))
 			fail(errno, "%s: map %s: set pin path", objpath, bpf_map__name(m));
+		size_map(objpath, m, path, sizes, nsizes);
 	}
 	if (bpf_object__load(obj))
 		fail(errno, "load %s", objpath);

@@ -122,18 +122,20 @@ struct lb4_conn {
 	__u32 pad2;
 };
 
+// The two maps the agent fills in bulk are preallocated (an insert takes an element from the map's
+// own pool: ~4x cheaper than the kernel allocator for a 50k-entry sync). 65536 is only the default
+// (Cilium's --bpf-lb-map-max): the loader sets the size before creation (weft-bpf load
+// --max-entries; cluster setting lbMapMax), and the memory is fixed at creation (docs/services.md).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 524288);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
 	__type(key, struct lb4_key);
 	__type(value, struct lb4_service);
 } lb4_services SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 524288);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
 	__type(key, __u32); // backend id
 	__type(value, struct lb4_backend);
 } lb4_backends SEC(".maps");

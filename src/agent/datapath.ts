@@ -106,7 +106,8 @@ export class NodeDatapath {
     const prog = (name: string) => programOf(this.lxc as LoadedObject, name).pin;
     await attachTc(prog("vxlan_from_overlay"), this.node.netns, "vx0", "ingress", pins.link(this.root, "vx0-ingress"));
     await attachTc(prog("vxlan_to_overlay"), this.node.netns, "vx0", "egress", pins.link(this.root, "vx0-egress"));
-    await loadSockDatapath(this.root, cgroupDir(this.cfg.name, this.node.name, "pods"));
+    // sock.o creates the service maps at the cluster's size; host.o then adopts them as pinned.
+    await loadSockDatapath(this.root, cgroupDir(this.cfg.name, this.node.name, "pods"), this.cfg.lbMapMax === undefined ? {} : { lbMapMax: this.cfg.lbMapMax });
     await loadNodePortDatapath(this.root, { netns: this.node.netns, nodeIP: this.node.underlayIP });
     // L7 redirect stays off until the node's proxy listens (enableRedirect).
     await attachRedirect(this.root, cgroupDir(this.cfg.name, this.node.name, "pods"));

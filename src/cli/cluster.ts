@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { type AgentHealth, runAgent } from "../agent/main.ts";
 import { applyObjects } from "../cluster/apply.ts";
 import { podCgroup } from "../cluster/cgroup.ts";
+import { parseLbMapMax } from "../cluster/config.ts";
 import { Kubelet, spawnIn } from "../cluster/kubelet.ts";
 import { down, up } from "../cluster/lifecycle.ts";
 import { loadManifests } from "../cluster/manifest.ts";
@@ -29,7 +30,7 @@ const clusterOpt = clusterFlag;
 const upCommand: Command = {
   name: "up",
   summary: "start the embedded local cluster (network namespaces, no Docker, no Kubernetes)",
-  usage: `Usage: weft up [--nodes N] [--manifests DIR] [--cluster NAME] [--wait SECONDS]
+  usage: `Usage: weft up [--nodes N] [--manifests DIR] [--cluster NAME] [--wait SECONDS] [--lb-map-max N]
 
 Builds a local cluster on this machine: node namespaces joined by VXLAN over an underlay namespace,
 an "outside" namespace standing for the world, pods as namespaces in child cgroups; starts one
@@ -37,20 +38,32 @@ kubelet, agent and proxy supervisor per node and applies the manifests (default:
   --nodes N          number of nodes (default 2)
   --manifests DIR    manifests to apply (file or folder; "" for none)
   --cluster NAME     cluster name (default "weft", or $WEFT_CLUSTER)
-  --wait SECONDS     how long to wait for pods to become Ready (default 120)`,
+  --wait SECONDS     how long to wait for pods to become Ready (default 120)
+  --lb-map-max N     entries of each node's service maps lb4_services and lb4_backends (default 65536;
+                     = 12 MiB of preallocated kernel memory per node; Cilium's --bpf-lb-map-max)`,
   async run(args) {
     const { values } = parseFlags(args, {
       ...clusterOpt,
       nodes: { type: "string", default: "2" },
       manifests: { type: "string", default: DEFAULT_MANIFESTS },
       wait: { type: "string", default: "120" },
+      "lb-map-max": { type: "string" },
     });
+    let lbMapMax: number | undefined;
+    if (values["lb-map-max"] !== undefined) {
+      try {
+        lbMapMax = parseLbMapMax(values["lb-map-max"]);
+      } catch (err) {
+        throw new WeftError("WEFT_USAGE", `--lb-map-max: ${(err as Error).message}`);
+      }
+    }
     const cfg = await up({
       cluster: values.cluster,
       nodes: Number(values.nodes),
       manifests: values.manifests || undefined,
       waitSeconds: Number(values.wait),
       progress: (m) => process.stdout.write(`[weft up] ${m}\n`),
+      ...(lbMapMax === undefined ? {} : { lbMapMax }),
     });
     process.stdout.write(`[weft up] cluster "${cfg.name}" is up with ${cfg.nodes.length} nodes. Try: npx weft get pods -o wide\n`);
     return 0;

@@ -30,6 +30,23 @@ export interface ClusterConfig {
   serviceCIDR: string;
   clusterDNS: string;
   nodes: NodeConfig[];
+  /**
+   * max_entries of each node's lb4_services and lb4_backends maps (preallocated: fixed kernel
+   * memory per node); Cilium's --bpf-lb-map-max, Helm value bpf.lbMapMax. Absent: 65536.
+   */
+  lbMapMax?: number;
+}
+
+/** Bounds of lbMapMax: below, a map too small to be useful; above, gigabytes of kernel memory per node. */
+export const LB_MAP_MAX_RANGE = { min: 1024, max: 16_777_216 } as const;
+
+/** Checks an lbMapMax value (`weft up --lb-map-max`); returns it as a number. */
+export function parseLbMapMax(raw: string | number): number {
+  const n = typeof raw === "number" ? raw : /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isInteger(n) || n < LB_MAP_MAX_RANGE.min || n > LB_MAP_MAX_RANGE.max) {
+    throw new Error(`lbMapMax "${raw}" must be a whole number from ${LB_MAP_MAX_RANGE.min} to ${LB_MAP_MAX_RANGE.max}`);
+  }
+  return n;
 }
 
 export const UNDERLAY_PREFIX = "10.254.0";
@@ -51,7 +68,7 @@ export function nodeName(index: number): string {
   return `node-${index}`;
 }
 
-export function clusterConfig(name: string, nodeCount: number, stateRoot = defaultStateRoot()): ClusterConfig {
+export function clusterConfig(name: string, nodeCount: number, stateRoot = defaultStateRoot(), opts: { lbMapMax?: number } = {}): ClusterConfig {
   validateClusterName(name);
   const nodes: NodeConfig[] = [];
   for (let i = 1; i <= nodeCount; i++) {
@@ -74,6 +91,7 @@ export function clusterConfig(name: string, nodeCount: number, stateRoot = defau
     serviceCIDR: SERVICE_CIDR,
     clusterDNS: "10.96.0.10",
     nodes,
+    ...(opts.lbMapMax !== undefined ? { lbMapMax: parseLbMapMax(opts.lbMapMax) } : {}),
   };
 }
 

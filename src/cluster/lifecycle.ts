@@ -23,6 +23,8 @@ export interface UpOptions {
   manifests?: string;
   waitSeconds: number;
   progress: (msg: string) => void;
+  /** Size of each node's service maps (ClusterConfig.lbMapMax). */
+  lbMapMax?: number;
 }
 
 export function clusterIsRunning(cluster: string): boolean {
@@ -37,7 +39,7 @@ export async function up(opts: UpOptions): Promise<ClusterConfig> {
   if (clusterIsRunning(opts.cluster)) {
     throw new WeftError("WEFT_CLUSTER_STATE", `cluster "${opts.cluster}" is already up (weft down --cluster ${opts.cluster} first)`);
   }
-  const cfg = clusterConfig(opts.cluster, opts.nodes);
+  const cfg = clusterConfig(opts.cluster, opts.nodes, undefined, opts.lbMapMax === undefined ? {} : { lbMapMax: opts.lbMapMax });
   // Validate the manifests before building anything: bad input changes nothing.
   const objects = opts.manifests ? loadManifests([opts.manifests]) : [];
   const started = Date.now();

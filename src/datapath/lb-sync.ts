@@ -22,7 +22,7 @@ import {
   writeMapBatch,
   writeMaps,
 } from "./loader.ts";
-import { cookieKey, LB_MAPS, netnsValue } from "./maps/lb.ts";
+import { cookieKey, LB_MAPS, lbMapSizes, netnsValue } from "./maps/lb.ts";
 import {
   type EndpointSliceInput,
   idsFromContents,
@@ -67,9 +67,9 @@ function checkChildCgroup(cgroup: string): string {
  * hooks to `cgroup`, the node's pods cgroup. Again on a restart: pinned links get the new programs
  * in place (adopted), so the hooks never go missing.
  */
-export async function loadSockDatapath(root: string, cgroup: string): Promise<SockDatapath> {
+export async function loadSockDatapath(root: string, cgroup: string, opts: { lbMapMax?: number } = {}): Promise<SockDatapath> {
   const dir = checkChildCgroup(cgroup);
-  const loaded = await loadObject(objectPath("sock"), root);
+  const loaded = await loadObject(objectPath("sock"), root, { maxEntries: lbMapSizes(opts.lbMapMax) });
   const links: LinkState[] = [];
   for (const h of SOCK_HOOKS) {
     links.push(await attachCgroup(programOf(loaded, h.program).pin, dir, h.hook, pins.link(root, h.link)));
@@ -115,6 +115,21 @@ export interface SyncReport {
 }
 
 /**
+ * A write refused because a preallocated map is full (E2BIG) becomes an error naming the map and
+ * the setting that sizes it; the sync's model is dropped, so the next sync starts from the pins.
+ */
+function mapFull(err: unknown): unknown {
+  const msg = err instanceof Error ? err.message : String(err);
+  if (!(err instanceof WeftError) || !/Argument list too long|E2BIG/.test(msg)) return err;
+  const map = [LB_MAPS.services, LB_MAPS.backends, LB_MAPS.maglev].find((m) => msg.includes(`/${m}`)) ?? "an lb map";
+  return new WeftError(
+    "WEFT_BPF",
+    `service map is full: the services need more entries than its max_entries; raise the cluster setting lbMapMax (\`weft up --lb-map-max\`) and recreate the node's pinned maps, or serve fewer services (${msg.replace(/^WEFT_BPF: /, "")})`,
+    map,
+  );
+}
+
+/**
  * Keeps one node's service maps equal to the Services and EndpointSlices it is given. Give it the
  * full inputs every time: it recomputes and diffs only the services whose inputs changed
  * (services.ts LbModel), so a sync where little changed costs little. The first sync (and any
@@ -152,8 +167,17 @@ export class ServiceSync {
     this.nextBackend = Math.max(this.nextBackend, ids.backend);
     // Usually only what changed, encoded straight into the map server's batch; after a restart the
     // whole state against what is pinned.
-    const writes = old === undefined ? await writeMapBatch(u.encode(pinOf), timeoutMs) : await writeMaps(lbDiff(old, model.contents(), pinOf), timeoutMs);
+    const pinnedEmpty = old !== undefined && old.services.size + old.backends.size + old.maglev.size === 0;
+    let writes: MapWriteResult;
+    try {
+      writes =
+        old === undefined || pinnedEmpty ? await writeMapBatch(u.encode(pinOf), timeoutMs) : await writeMaps(lbDiff(old, model.contents(), pinOf), timeoutMs);
+    } catch (err) {
+      throw mapFull(err);
+    }
     this.model = model;
+    // The model's memo for the next update is built off this path (or by that update, if sooner).
+    setImmediate(() => model.settle());
     return {
       get state() {
         return u.state; // assembled when first read

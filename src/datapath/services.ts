@@ -712,6 +712,9 @@ function putU16BE(b: Buffer, at: number, v: number): void {
   b[at + 1] = v & 255;
 }
 
+// The encoders below write lb4_service values field by field: the six u32 fields must be all of it.
+if (lb4Service.size !== 24) throw new Error("services.ts: lb4_service is no longer six u32 fields; update the encoders");
+
 /** The parts of a state or unit that become map entries. */
 interface ServiceUnitView {
   frontends: readonly LbFrontend[];
@@ -940,49 +943,28 @@ export function encodeCreate(units: readonly ServiceUnitView[], pinOf: (map: str
     for (const f of u.frontends) ns += 1 + f.backendIds.length;
     for (const f of u.external ?? []) ns += 1 + f.backendIds.length;
   }
+  const enc = new MapBatchEncoder(
+    nb * (12 + 4 + lb4Backend.size) + nm * (12 + lbMaglevKey.size + lbMaglevChunk.size) + ns * (12 + lb4Key.size + lb4Service.size) + 3 * 4096,
+  );
+  // Maps are declared in the order lbDiff's writes first use them (encodeMapBatch's table order).
+  if (nb > 0) enc.map(pinOf(LB_MAPS.backends));
+  if (nm > 0) enc.map(pinOf(LB_MAPS.maglev));
+  if (ns > 0) enc.map(pinOf(LB_MAPS.services));
+  const part = encodeCreatePart(enc, units, pinOf);
+  part.backends();
+  part.maglev();
+  part.slots();
+  part.entries();
+  return enc.finish();
+}
+
+/** encodeCreate's four phases for `units`, appending to `enc` (whose maps are declared already). */
+function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[], pinOf: (map: string) => string) {
   const kS = lb4Key.size;
   const vS = lb4Service.size;
   const vB = lb4Backend.size;
   const kM = lbMaglevKey.size;
   const vM = lbMaglevChunk.size;
-  const enc = new MapBatchEncoder(nb * (12 + 4 + vB) + nm * (12 + kM + vM) + ns * (12 + kS + vS) + 3 * 4096);
-  // Maps are declared in the order lbDiff's writes first use them (encodeMapBatch's table order).
-  const mB = nb > 0 ? enc.map(pinOf(LB_MAPS.backends)) : -1;
-  const mM = nm > 0 ? enc.map(pinOf(LB_MAPS.maglev)) : -1;
-  const mS = ns > 0 ? enc.map(pinOf(LB_MAPS.services)) : -1;
-  for (const u of units) {
-    for (const be of u.backends) {
-      const at = enc.update(mB, 4, vB);
-      const b = enc.buf;
-      putU32LE(b, at, be.id);
-      putU32BE(b, at + 4 + BE.address, ipv4Number(be.address));
-      putU16BE(b, at + 4 + BE.port, be.port);
-      b[at + 4 + BE.proto] = PROTO[be.proto];
-      b[at + 4 + BE.flags] = be.flags;
-      putU32LE(b, at + 4 + BE.service_id, be.serviceId);
-    }
-  }
-  for (const u of units) {
-    for (const t of u.maglev) {
-      const ids = t.backendIds;
-      const chunks = Math.ceil(ids.length / MAGLEV_CHUNK);
-      for (let c = 0; c < chunks; c++) {
-        const at = enc.update(mM, kM, vM);
-        const b = enc.buf;
-        putU32LE(b, at + MK.service_id, t.serviceId);
-        b[at + MK.chunk] = c & 255;
-        b[at + MK.chunk + 1] = c >>> 8;
-        b[at + MK.scope] = t.scope;
-        b[at + MK.pad] = 0;
-        // As maglevChunkValue: entries past the table's end repeat it from the start.
-        const v = at + kM;
-        for (let i = 0, j = (c * MAGLEV_CHUNK) % ids.length; i < MAGLEV_CHUNK; i++) {
-          putU32LE(b, v + 4 * i, ids[j] as number);
-          if (++j === ids.length) j = 0;
-        }
-      }
-    }
-  }
   const frontendKey = (b: Buffer, at: number, f: LbFrontend, addr: number, slot: number) => {
     putU32BE(b, at + KEY.address, addr);
     putU16BE(b, at + KEY.dport, f.port);
@@ -993,7 +975,7 @@ export function encodeCreate(units: readonly ServiceUnitView[], pinOf: (map: str
     b[at + KEY.pad] = 0;
     b[at + KEY.pad + 1] = 0;
   };
-  const slots = (f: LbFrontend) => {
+  const slots = (mS: number, f: LbFrontend) => {
     const addr = ipv4Number(f.address);
     for (let i = 0; i < f.backendIds.length; i++) {
       const at = enc.update(mS, kS, vS);
@@ -1008,7 +990,7 @@ export function encodeCreate(units: readonly ServiceUnitView[], pinOf: (map: str
       putU32LE(b, v + SVC.flags, 0);
     }
   };
-  const entry = (f: LbFrontend) => {
+  const entry = (mS: number, f: LbFrontend) => {
     const at = enc.update(mS, kS, vS);
     const b = enc.buf;
     frontendKey(b, at, f, ipv4Number(f.address), 0);
@@ -1020,15 +1002,70 @@ export function encodeCreate(units: readonly ServiceUnitView[], pinOf: (map: str
     putU32LE(b, v + SVC.maglev_size, f.maglevSize);
     putU32LE(b, v + SVC.flags, f.flags);
   };
-  for (const u of units) {
-    for (const f of u.frontends) slots(f);
-    for (const f of u.external ?? []) slots(f);
-  }
-  for (const u of units) {
-    for (const f of u.frontends) entry(f);
-    for (const f of u.external ?? []) entry(f);
-  }
-  return enc.finish();
+  return {
+    backends() {
+      let mB = -1;
+      for (const u of units) {
+        for (const be of u.backends) {
+          if (mB < 0) mB = enc.map(pinOf(LB_MAPS.backends));
+          const at = enc.update(mB, 4, vB);
+          const b = enc.buf;
+          putU32LE(b, at, be.id);
+          putU32BE(b, at + 4 + BE.address, ipv4Number(be.address));
+          putU16BE(b, at + 4 + BE.port, be.port);
+          b[at + 4 + BE.proto] = PROTO[be.proto];
+          b[at + 4 + BE.flags] = be.flags;
+          putU32LE(b, at + 4 + BE.service_id, be.serviceId);
+        }
+      }
+    },
+    maglev() {
+      for (const u of units) {
+        for (const t of u.maglev) {
+          const mM = enc.map(pinOf(LB_MAPS.maglev));
+          const ids = t.backendIds;
+          const chunks = Math.ceil(ids.length / MAGLEV_CHUNK);
+          for (let c = 0; c < chunks; c++) {
+            const at = enc.update(mM, kM, vM);
+            const b = enc.buf;
+            putU32LE(b, at + MK.service_id, t.serviceId);
+            b[at + MK.chunk] = c & 255;
+            b[at + MK.chunk + 1] = c >>> 8;
+            b[at + MK.scope] = t.scope;
+            b[at + MK.pad] = 0;
+            // As maglevChunkValue: entries past the table's end repeat it from the start.
+            const v = at + kM;
+            for (let i = 0, j = (c * MAGLEV_CHUNK) % ids.length; i < MAGLEV_CHUNK; i++) {
+              putU32LE(b, v + 4 * i, ids[j] as number);
+              if (++j === ids.length) j = 0;
+            }
+          }
+        }
+      }
+    },
+    slots() {
+      let mS = -1;
+      for (const u of units) {
+        for (const list of [u.frontends, u.external ?? NONE]) {
+          for (const f of list) {
+            if (mS < 0) mS = enc.map(pinOf(LB_MAPS.services));
+            slots(mS, f);
+          }
+        }
+      }
+    },
+    entries() {
+      let mS = -1;
+      for (const u of units) {
+        for (const list of [u.frontends, u.external ?? NONE]) {
+          for (const f of list) {
+            if (mS < 0) mS = enc.map(pinOf(LB_MAPS.services));
+            entry(mS, f);
+          }
+        }
+      }
+    },
+  };
 }
 
 // ---- incremental: the same computation, redone only for the services whose inputs changed ---------
@@ -1246,6 +1283,456 @@ function lazyUpdate(state: () => LbState, problems: ServiceProblem[], recomputed
   };
 }
 
+// ---- from empty: the lean path ---------------------------------------------------------------------
+// A model with nothing in it and no ids to keep (the first sync of 10k services, or after all were
+// removed) computes the common shape of service — one TCP/UDP port on a ClusterIP, a numeric
+// targetPort, no affinity, Maglev, ExternalIPs, NodePort or L7 annotation — straight into columns
+// sized up front (typed arrays for numbers, plain arrays only for strings): no per-service or
+// per-endpoint objects, no string keys, little for the young-generation GC to copy; the batch is
+// encoded from the columns. Every other service goes through computeService in the same pass
+// (same frontend claims, same id counters), so the result equals desiredLb. The memo that later
+// updates compare against is built from the columns when first needed (LbModel.settle): they copy
+// every field the computation reads, so an input edited in place meanwhile is still seen as changed.
+
+// The hot loops read these as module locals: imports may compile to getter calls (CommonJS output).
+const L_BE_LOCAL = BE_LOCAL;
+const L_BE_TERMINATING = BE_TERMINATING;
+const L_SCOPE_INTERNAL = SCOPE_INTERNAL;
+const L_UDP = PROTO.UDP;
+const L_TCP = PROTO.TCP;
+
+/** The few values the lean path accepts for a Service's optional strings, as small codes (0: absent). */
+const TYPE_CODES = [undefined, "ClusterIP"] as const;
+const AFFINITY_CODES = [undefined, "None"] as const;
+const ITP_CODES = [undefined, "Cluster"] as const;
+const ETP_CODES = [undefined, "Cluster", "Local"] as const;
+const PROTOCOL_CODES = [undefined, "TCP", "UDP"] as const;
+/** An EndpointSlice port's protocol: these, else computeService. */
+const SLICE_PROTOCOL_CODES = [undefined, null, "TCP", "UDP", "SCTP"] as const;
+/** An endpoint condition (2 bits): absent, null, false, true. */
+const condCode = (v: unknown): number => (v === undefined ? 0 : v === null ? 1 : v === false ? 2 : v === true ? 3 : -1);
+const condValue = (c: number): boolean | null | undefined => (c === 0 ? undefined : c === 1 ? null : c === 3);
+/** A slice port number: -1 absent, -2 null, else a whole number below 2^31 (anything else: computeService). */
+const portCode = (v: unknown): number =>
+  v === undefined ? -1 : v === null ? -2 : typeof v === "number" && Number.isInteger(v) && v >= 0 && v < 2 ** 31 ? v : -3;
+const portValue = (c: number): number | null | undefined => (c === -1 ? undefined : c === -2 ? null : c);
+
+/** What a from-empty update computed, column by column (one row per fast service, slice, endpoint, ...). */
+interface FastRows {
+  node: string | undefined;
+  /** In namespace/name order: a fast row (>= 0) or a slow unit (-1 - index into `slow`). */
+  seq: Int32Array;
+  keys: string[];
+  slow: { key: string; ns: string; name: string; input: ServiceInput; svc: ServiceSnap; slices: SliceSnap[]; unit: ServiceUnit }[];
+  nSvc: number;
+  nSlice: number;
+  nEp: number;
+  nSp: number;
+  nBe: number;
+  // per fast service: identity, the Service fields computeService reads, the computed entry
+  ns: string[];
+  name: string[];
+  input: ServiceInput[];
+  clusterIP: string[];
+  portName: (string | undefined)[];
+  /** type | affinity << 2 | itp << 4 | etp << 6 | protocol << 8 (indexes into the *_CODES lists) */
+  codes: Int32Array;
+  port: Int32Array;
+  /** -1: absent */
+  targetPort: Int32Array;
+  serviceId: Uint32Array;
+  vip: Uint32Array;
+  proto: Uint8Array;
+  slotCount: Int32Array;
+  beStart: Int32Array;
+  beEnd: Int32Array;
+  sliceStart: Int32Array;
+  sliceEnd: Int32Array;
+  // per slice of a fast service: its endpoints and ports (ranges into the columns below)
+  epStart: Int32Array;
+  epEnd: Int32Array;
+  spStart: Int32Array;
+  spEnd: Int32Array;
+  epAddress: (string | undefined)[];
+  epNode: (string | undefined)[];
+  /** ready | serving << 2 | terminating << 4 (condCode) */
+  epCond: Uint8Array;
+  spName: (string | null | undefined)[];
+  spPort: Int32Array;
+  spProtocol: Uint8Array;
+  // per backend of a fast service, in id order
+  beId: Uint32Array;
+  beAddr: Uint32Array;
+  bePort: Int32Array;
+  beFlags: Uint8Array;
+  /** What settle built from these rows (for the update's state and `after`). */
+  settled?: { units: ServiceUnit[]; memos: Memo[] };
+}
+
+/**
+ * An array of `n` holes whose elements kind is already the generic one: storing a string or
+ * undefined never changes its shape, which would send the lean path's optimised code back to the
+ * interpreter (a fresh [] starts as small-integers-only).
+ */
+function col<T>(n: number): T[] {
+  const a = [undefined] as unknown as T[];
+  a.length = n;
+  return a;
+}
+
+function newRows(node: string | undefined, services: number, slices: readonly EndpointSliceInput[]): FastRows {
+  let eps = 0;
+  let sps = 0;
+  for (const s of slices) {
+    eps += (s.endpoints ?? NONE).length;
+    sps += (s.ports ?? NONE).length;
+  }
+  const n = services;
+  return {
+    node,
+    seq: new Int32Array(n),
+    keys: col(n),
+    slow: [],
+    nSvc: 0,
+    nSlice: 0,
+    nEp: 0,
+    nSp: 0,
+    nBe: 0,
+    ns: col(n),
+    name: col(n),
+    input: col(n),
+    clusterIP: col(n),
+    portName: col(n),
+    codes: new Int32Array(n),
+    port: new Int32Array(n),
+    targetPort: new Int32Array(n),
+    serviceId: new Uint32Array(n),
+    vip: new Uint32Array(n),
+    proto: new Uint8Array(n),
+    slotCount: new Int32Array(n),
+    beStart: new Int32Array(n),
+    beEnd: new Int32Array(n),
+    sliceStart: new Int32Array(n),
+    sliceEnd: new Int32Array(n),
+    epStart: new Int32Array(slices.length),
+    epEnd: new Int32Array(slices.length),
+    spStart: new Int32Array(slices.length),
+    spEnd: new Int32Array(slices.length),
+    epAddress: col(eps),
+    epNode: col(eps),
+    epCond: new Uint8Array(eps),
+    spName: col(sps),
+    spPort: new Int32Array(sps),
+    spProtocol: new Uint8Array(sps),
+    beId: new Uint32Array(eps),
+    beAddr: new Uint32Array(eps),
+    bePort: new Int32Array(eps),
+    beFlags: new Uint8Array(eps),
+  };
+}
+
+/** `codes` of a Service of the common shape the lean path computes, or -1 (then computeService). */
+function fastShape(svc: ServiceInput): number {
+  const spec = svc.spec;
+  if (spec === undefined) return -1;
+  const ann = svc.metadata.annotations;
+  if (ann !== undefined && (ann[ANNOTATION_ALGORITHM] !== undefined || ann[ANNOTATION_MAGLEV_SIZE] !== undefined || ann[ANNOTATION_L7_LB] !== undefined))
+    return -1;
+  if (spec.clusterIP === undefined || !isIPv4(spec.clusterIP)) return -1;
+  if (spec.externalIPs !== undefined || spec.sessionAffinityConfig !== undefined || svc.status?.loadBalancer?.ingress !== undefined) return -1;
+  const ports = spec.ports;
+  if (ports === undefined || ports.length !== 1) return -1;
+  const p = ports[0] as ServicePortInput;
+  if (!validPort(p.port) || p.nodePort !== undefined || (p.targetPort !== undefined && !validPort(p.targetPort))) return -1;
+  const type = TYPE_CODES.indexOf(spec.type as never);
+  const affinity = AFFINITY_CODES.indexOf(spec.sessionAffinity as never);
+  const itp = ITP_CODES.indexOf(spec.internalTrafficPolicy as never);
+  const etp = ETP_CODES.indexOf(spec.externalTrafficPolicy as never);
+  const protocol = PROTOCOL_CODES.indexOf(p.protocol as never);
+  if (type < 0 || affinity < 0 || itp < 0 || etp < 0 || protocol < 0) return -1;
+  return type | (affinity << 2) | (itp << 4) | (etp << 6) | (protocol << 8);
+}
+
+/** A numeric frontend key for the lean path's clash check: address, port, protocol (scope internal). */
+const fastFrontend = (vip: number, port: number, udp: boolean) => vip * 131072 + port * 2 + (udp ? 1 : 0);
+
+/**
+ * Appends one fast-shaped service (its `codes` from fastShape) to `r`, ids from `pass`; false, with
+ * `r` and `pass` untouched, when its slices hold something unusual (then computeService takes it).
+ */
+function fastService(r: FastRows, svc: ServiceInput, ns: string, codes: number, svcSlices: readonly EndpointSliceInput[], pass: Pass): boolean {
+  const spec = svc.spec as NonNullable<ServiceInput["spec"]>;
+  const p = (spec.ports as ServicePortInput[])[0] as ServicePortInput;
+  const udp = p.protocol === "UDP";
+  const protoName = udp ? "UDP" : "TCP";
+  const target = (p.targetPort ?? p.port) as number;
+  const portName = p.name ?? "";
+  const node = r.node;
+  const be0 = r.nBe;
+  const slice0 = r.nSlice;
+  let nBe = be0;
+  let nEp = r.nEp;
+  let nSp = r.nSp;
+  let nSlice = slice0;
+  let nextBackend = pass.nextBackend;
+  for (const s of svcSlices) {
+    const eps = s.endpoints ?? (NONE as EndpointInput[]);
+    const sps = s.ports ?? (NONE as NonNullable<EndpointSliceInput["ports"]>);
+    r.epStart[nSlice] = nEp;
+    r.spStart[nSlice] = nSp;
+    let port = target;
+    let found = false;
+    for (const x of sps) {
+      const pc = portCode(x.port);
+      const proto = SLICE_PROTOCOL_CODES.indexOf(x.protocol as never);
+      if (pc === -3 || proto < 0) return false;
+      r.spName[nSp] = x.name;
+      r.spPort[nSp] = pc;
+      r.spProtocol[nSp] = proto;
+      nSp++;
+      if (!found && (x.name ?? "") === portName && (x.protocol ?? "TCP") === protoName) {
+        found = true;
+        if (validPort(x.port)) port = x.port;
+      }
+    }
+    for (const e of eps) {
+      const address = e.addresses[0];
+      const c = e.conditions;
+      const cr = condCode(c?.ready);
+      const cs = condCode(c?.serving);
+      const ct = condCode(c?.terminating);
+      if (cr < 0 || cs < 0 || ct < 0) return false;
+      r.epAddress[nEp] = address;
+      r.epNode[nEp] = e.nodeName;
+      r.epCond[nEp] = cr | (cs << 2) | (ct << 4);
+      nEp++;
+      if (address === undefined || !isIPv4(address)) continue;
+      const terminating = ct === 3;
+      const readyCondition = cr !== 2; // absent or null: ready (Kubernetes)
+      const ready = readyCondition && !terminating;
+      const serving = cs === 3 || (cs < 2 && readyCondition);
+      if (!ready && !(terminating && serving)) continue;
+      const local = node !== undefined && e.nodeName === node ? L_BE_LOCAL : 0;
+      const addr = ipv4Number(address);
+      let at = -1;
+      for (let i = be0; i < nBe; i++) {
+        if (r.bePort[i] === port && r.beAddr[i] === addr) {
+          at = i;
+          break;
+        }
+      }
+      if (at >= 0) {
+        // As computeService: ready anywhere wins, terminating only if every copy is, local from the last.
+        const wasReady = !((r.beFlags[at] as number) & L_BE_TERMINATING);
+        r.beFlags[at] = (ready || wasReady ? 0 : L_BE_TERMINATING) | local;
+        continue;
+      }
+      if (nBe - be0 === 64) return false; // many endpoints: computeService's index is faster
+      r.beId[nBe] = nextBackend++;
+      r.beAddr[nBe] = addr;
+      r.bePort[nBe] = port;
+      r.beFlags[nBe] = (ready ? 0 : L_BE_TERMINATING) | local;
+      nBe++;
+    }
+    r.epEnd[nSlice] = nEp;
+    r.spEnd[nSlice] = nSp;
+    nSlice++;
+  }
+  let slots = 0;
+  for (let i = be0; i < nBe; i++) if (!((r.beFlags[i] as number) & L_BE_TERMINATING)) slots++;
+  const sid = pass.nextService++;
+  pass.nextBackend = nextBackend;
+  pass.claimedIds.add(sid);
+  const i = r.nSvc++;
+  r.nBe = nBe;
+  r.nEp = nEp;
+  r.nSp = nSp;
+  r.nSlice = nSlice;
+  r.ns[i] = ns;
+  r.name[i] = svc.metadata.name;
+  r.input[i] = svc;
+  r.clusterIP[i] = spec.clusterIP as string;
+  r.portName[i] = p.name;
+  r.codes[i] = codes;
+  r.port[i] = p.port;
+  r.targetPort[i] = p.targetPort === undefined ? -1 : (p.targetPort as number);
+  r.serviceId[i] = sid;
+  r.vip[i] = ipv4Number(spec.clusterIP as string);
+  r.proto[i] = udp ? L_UDP : L_TCP;
+  r.slotCount[i] = slots;
+  r.beStart[i] = be0;
+  r.beEnd[i] = nBe;
+  r.sliceStart[i] = slice0;
+  r.sliceEnd[i] = nSlice;
+  return true;
+}
+
+/** The snapshot snapService would take of fast row `i`. */
+function fastSnap(r: FastRows, i: number): ServiceSnap {
+  const c = r.codes[i] as number;
+  const target = r.targetPort[i] as number;
+  return {
+    algorithm: undefined,
+    maglevSize: undefined,
+    l7lb: undefined,
+    type: TYPE_CODES[c & 3],
+    clusterIP: r.clusterIP[i],
+    externalIPs: undefined,
+    ports: [
+      {
+        name: r.portName[i],
+        port: r.port[i] as number,
+        targetPort: target < 0 ? undefined : target,
+        protocol: PROTOCOL_CODES[(c >> 8) & 3],
+        nodePort: undefined,
+      },
+    ],
+    affinity: AFFINITY_CODES[(c >> 2) & 3],
+    timeout: undefined,
+    itp: ITP_CODES[(c >> 4) & 3],
+    etp: ETP_CODES[(c >> 6) & 3],
+    ingress: undefined,
+  };
+}
+
+/** The snapshots snapSlice would take of fast row `i`'s slices. */
+function fastSliceSnaps(r: FastRows, i: number): SliceSnap[] {
+  const out: SliceSnap[] = [];
+  for (let s = r.sliceStart[i] as number; s < (r.sliceEnd[i] as number); s++) {
+    const endpoints: EndpointSnap[] = [];
+    for (let e = r.epStart[s] as number; e < (r.epEnd[s] as number); e++) {
+      const c = r.epCond[e] as number;
+      endpoints.push({
+        address: r.epAddress[e],
+        ready: condValue(c & 3),
+        serving: condValue((c >> 2) & 3),
+        terminating: condValue((c >> 4) & 3),
+        nodeName: r.epNode[e],
+      });
+    }
+    const ports: SliceSnap["ports"] = [];
+    for (let q = r.spStart[s] as number; q < (r.spEnd[s] as number); q++) {
+      ports.push({ name: r.spName[q], port: portValue(r.spPort[q] as number), protocol: SLICE_PROTOCOL_CODES[r.spProtocol[q] as number] });
+    }
+    out.push({ endpoints, ports });
+  }
+  return out;
+}
+
+/** Inputs equal, in every field computeService reads, to the snapshots (to rebuild a unit from them). */
+function inputsOfSnaps(ns: string, name: string, s: ServiceSnap, slices: readonly SliceSnap[]): { svc: ServiceInput; slices: EndpointSliceInput[] } {
+  const spec: NonNullable<ServiceInput["spec"]> = {};
+  if (s.type !== undefined) spec.type = s.type;
+  if (s.clusterIP !== undefined) spec.clusterIP = s.clusterIP;
+  if (s.ports !== undefined) spec.ports = s.ports.map((p) => ({ ...p }));
+  if (s.affinity !== undefined) spec.sessionAffinity = s.affinity;
+  if (s.itp !== undefined) spec.internalTrafficPolicy = s.itp;
+  if (s.etp !== undefined) spec.externalTrafficPolicy = s.etp;
+  return {
+    svc: { metadata: { namespace: ns, name }, spec },
+    slices: slices.map((sl) => ({
+      metadata: { namespace: ns, name, labels: { "kubernetes.io/service-name": name } },
+      addressType: "IPv4",
+      endpoints: sl.endpoints.map((e) => ({
+        addresses: e.address === undefined ? [] : [e.address],
+        conditions: { ready: e.ready, serving: e.serving, terminating: e.terminating },
+        ...(e.nodeName === undefined ? {} : { nodeName: e.nodeName }),
+      })) as EndpointInput[],
+      ports: sl.ports as NonNullable<EndpointSliceInput["ports"]>,
+    })),
+  };
+}
+
+/** lbDiff(empty, what the rows hold) encoded for the map server, as encodeCreate over their units. */
+function encodeRows(r: FastRows, pinOf: (map: string) => string): EncodedMapBatch {
+  const slowUnits = r.slow.map((s) => s.unit);
+  let nb = r.beId.length;
+  let nm = 0;
+  let ns = 0;
+  for (const c of r.slotCount) ns += 1 + c;
+  for (const u of slowUnits) {
+    nb += u.backends.length;
+    for (const t of u.maglev) nm += Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
+    for (const f of u.frontends) ns += 1 + f.backendIds.length;
+    for (const f of u.external) ns += 1 + f.backendIds.length;
+  }
+  if (r.slow.length === r.seq.length) return encodeCreate(slowUnits, pinOf);
+  const kS = lb4Key.size;
+  const vS = lb4Service.size;
+  const vB = lb4Backend.size;
+  const enc = new MapBatchEncoder(nb * (12 + 4 + vB) + nm * (12 + lbMaglevKey.size + lbMaglevChunk.size) + ns * (12 + kS + vS) + 3 * 4096);
+  const mB = nb > 0 ? enc.map(pinOf(LB_MAPS.backends)) : -1;
+  if (nm > 0) enc.map(pinOf(LB_MAPS.maglev));
+  const mS = ns > 0 ? enc.map(pinOf(LB_MAPS.services)) : -1;
+  const slowPart = (i: number) => encodeCreatePart(enc, [(r.slow[-1 - i] as FastRows["slow"][number]).unit], pinOf);
+  const key = (b: Buffer, at: number, vip: number, port: number, proto: number, slot: number) => {
+    putU32BE(b, at + KEY.address, vip);
+    putU16BE(b, at + KEY.dport, port);
+    b[at + KEY.slot] = slot & 255;
+    b[at + KEY.slot + 1] = slot >>> 8;
+    b[at + KEY.proto] = proto;
+    b[at + KEY.scope] = L_SCOPE_INTERNAL;
+    b[at + KEY.pad] = 0;
+    b[at + KEY.pad + 1] = 0;
+  };
+  for (const i of r.seq) {
+    if (i < 0) {
+      slowPart(i).backends();
+      continue;
+    }
+    const sid = r.serviceId[i] as number;
+    for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
+      const at = enc.update(mB, 4, vB);
+      const b = enc.buf;
+      putU32LE(b, at, r.beId[k] as number);
+      putU32BE(b, at + 4 + BE.address, r.beAddr[k] as number);
+      putU16BE(b, at + 4 + BE.port, r.bePort[k] as number);
+      b[at + 4 + BE.proto] = r.proto[i] as number;
+      b[at + 4 + BE.flags] = r.beFlags[k] as number;
+      putU32LE(b, at + 4 + BE.service_id, sid);
+    }
+  }
+  for (const i of r.seq) if (i < 0) slowPart(i).maglev();
+  for (const i of r.seq) {
+    if (i < 0) {
+      slowPart(i).slots();
+      continue;
+    }
+    const sid = r.serviceId[i] as number;
+    let slot = 0;
+    for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
+      if ((r.beFlags[k] as number) & L_BE_TERMINATING) continue;
+      const at = enc.update(mS, kS, vS);
+      const b = enc.buf;
+      key(b, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, ++slot);
+      const v = at + kS;
+      putU32LE(b, v + SVC.service_id, sid);
+      putU32LE(b, v + SVC.backend_id, r.beId[k] as number);
+      putU32LE(b, v + SVC.count, 0);
+      putU32LE(b, v + SVC.affinity_timeout, 0);
+      putU32LE(b, v + SVC.maglev_size, 0);
+      putU32LE(b, v + SVC.flags, 0);
+    }
+  }
+  for (const i of r.seq) {
+    if (i < 0) {
+      slowPart(i).entries();
+      continue;
+    }
+    const at = enc.update(mS, kS, vS);
+    const b = enc.buf;
+    key(b, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, 0);
+    const v = at + kS;
+    putU32LE(b, v + SVC.service_id, r.serviceId[i] as number);
+    putU32LE(b, v + SVC.backend_id, 0);
+    putU32LE(b, v + SVC.count, r.slotCount[i] as number);
+    putU32LE(b, v + SVC.affinity_timeout, 0);
+    putU32LE(b, v + SVC.maglev_size, 0);
+    putU32LE(b, v + SVC.flags, 0);
+  }
+  return enc.finish();
+}
+
 function addOwner(index: Map<string, string[]>, token: string, key: string): void {
   const owners = index.get(token);
   if (owners) owners.push(key);
@@ -1277,6 +1764,8 @@ export class LbModel {
   private state: LbState | undefined = { frontends: [], external: [], backends: [], maglev: [] };
   /** The units of the last update, in order (the state is assembled from them when read). */
   private units: ServiceUnit[] = [];
+  /** A from-empty update's rows whose memo is not built yet (settle). */
+  private pending: FastRows | undefined;
 
   constructor(opts: LbOptions = {}) {
     this.node = opts.node;
@@ -1289,6 +1778,7 @@ export class LbModel {
 
   /** The ids in use and the next ones to give out (copies). */
   ids(): LbIds {
+    this.settle();
     return { services: new Map(this.serviceIds), backends: new Map(this.backendIds), nextService: this.nextService, nextBackend: this.nextBackend };
   }
 
@@ -1299,6 +1789,7 @@ export class LbModel {
 
   /** The complete contents of the current state (as lbContents of it). */
   contents(): LbContents {
+    this.settle();
     const out = emptyContents();
     for (const key of this.order) addEntries(out, entriesOfMemo(this.memo.get(key) as Memo));
     return out;
@@ -1319,7 +1810,168 @@ export class LbModel {
     };
   }
 
+  /**
+   * Builds the memo a from-empty update left as columns (snapshots, units, id maps, the token
+   * index). Any other method that needs it calls this first; an I/O edge may call it when idle
+   * (ServiceSync does, after the writes), so the next update does not pay for it.
+   */
+  settle(): void {
+    const r = this.pending;
+    if (r === undefined) return;
+    this.pending = undefined;
+    const gen = this.generation;
+    const memos: Memo[] = [];
+    for (let k = 0; k < r.seq.length; k++) {
+      const i = r.seq[k] as number;
+      const key = r.keys[k] as string;
+      if (i < 0) {
+        const x = r.slow[-1 - i] as FastRows["slow"][number];
+        memos.push({
+          key,
+          ns: x.ns,
+          name: x.name,
+          svc: x.svc,
+          slices: x.slices,
+          tokens: tokensOf(x.svc),
+          unit: x.unit,
+          entries: undefined,
+          seen: gen,
+          input: x.input,
+        });
+        continue;
+      }
+      const ns = r.ns[i] as string;
+      const name = r.name[i] as string;
+      const snap = fastSnap(r, i);
+      const slices = fastSliceSnaps(r, i);
+      // The unit computeService gives for the same fields and the ids the lean path gave out.
+      const inputs = inputsOfSnaps(ns, name, snap, slices);
+      const firstBackend = (r.beStart[i] as number) < (r.beEnd[i] as number) ? (r.beId[r.beStart[i] as number] as number) : 1;
+      const unit = computeService(inputs.svc, key, inputs.slices, newPass(emptyIds(), r.node, r.serviceId[i] as number, firstBackend));
+      memos.push({ key, ns, name, svc: snap, slices, tokens: tokensOf(snap), unit, entries: undefined, seen: gen, input: r.input[i] as ServiceInput });
+    }
+    for (const m of memos) {
+      for (let i = 0; i < m.unit.serviceKeys.length; i++) this.serviceIds.set(m.unit.serviceKeys[i] as string, m.unit.serviceIds[i] as number);
+      for (let i = 0; i < m.unit.backendKeys.length; i++) this.backendIds.set(m.unit.backendKeys[i] as string, m.unit.backendIds[i] as number);
+      for (const t of m.tokens) addOwner(this.tokenIndex, t, m.key);
+      this.memo.set(m.key, m);
+      setIn(this.memoByName, m.ns, m.name, m);
+    }
+    this.units = memos.map((m) => m.unit);
+    r.settled = { units: this.units, memos };
+  }
+
+  /**
+   * From empty with no ids to keep: the lean path (FastRows), or undefined when the inputs need
+   * the general one (a name given twice, or a frontend claimed twice among lean-path services).
+   */
+  private fromEmpty(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[]): LbUpdate | undefined {
+    const n = services.length;
+    const keys: string[] = col(n);
+    const codes = new Int32Array(n);
+    let mixed = false;
+    let sorted = true;
+    for (let i = 0; i < n; i++) {
+      const svc = services[i] as ServiceInput;
+      const key = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
+      keys[i] = key;
+      if (i > 0 && (keys[i - 1] as string) >= key) sorted = false;
+      codes[i] = fastShape(svc);
+      if (codes[i] === -1) mixed = true;
+    }
+    // Inputs already in namespace/name order (strictly: no name twice) need no sort and no index.
+    let at: Map<string, number> | undefined;
+    if (!sorted) {
+      at = new Map();
+      for (let i = 0; i < n; i++) at.set(keys[i] as string, i);
+      if (at.size !== n) return undefined;
+    }
+    // The engine's own string sort (no comparator) is several times faster than a comparator's.
+    const order = at === undefined ? keys : keys.slice().sort();
+    const bySvc = slicesByService(slices);
+    const r = newRows(this.node, n, slices);
+    const pass = newPass(emptyIds(), this.node, this.nextService, this.nextBackend);
+    // Only lean-path services: their frontends are checked among themselves by number (any
+    // frontend claimed twice: the general path); with computeService in the mix, every frontend
+    // is claimed in the pass as computeService does.
+    const claimed = mixed ? undefined : new Float64Array(n);
+    const problems: ServiceProblem[] = [];
+    for (let k = 0; k < n; k++) {
+      const key = order[k] as string;
+      const idx = at === undefined ? k : (at.get(key) as number);
+      const svc = services[idx] as ServiceInput;
+      const ns = svc.metadata.namespace ?? "default";
+      const mine = bySvc.get(ns)?.get(svc.metadata.name) ?? (NONE as EndpointSliceInput[]);
+      r.keys[k] = key;
+      const c = codes[idx] as number;
+      if (c !== -1) {
+        const spec = svc.spec as NonNullable<ServiceInput["spec"]>;
+        const p = (spec.ports as ServicePortInput[])[0] as ServicePortInput;
+        const clusterIP = spec.clusterIP as string;
+        const udp = p.protocol === "UDP";
+        let fid = "";
+        let free = true;
+        if (claimed) claimed[k] = fastFrontend(ipv4Number(clusterIP), p.port, udp);
+        else {
+          fid = frontendId(clusterIP, p.port, udp ? "UDP" : "TCP");
+          free = !pass.usedFrontends.has(fid);
+        }
+        if (free && fastService(r, svc, ns, c, mine, pass)) {
+          if (!claimed) pass.usedFrontends.set(fid, `${key}:${p.name || String(p.port)}`);
+          r.seq[k] = r.nSvc - 1;
+          continue;
+        }
+      }
+      const unit = computeService(svc, key, mine, pass);
+      for (const x of unit.problems) problems.push(x);
+      r.seq[k] = -1 - r.slow.length;
+      r.slow.push({ key, ns, name: svc.metadata.name, input: svc, svc: snapService(svc), slices: mine.map(snapSlice), unit });
+    }
+    if (claimed) {
+      claimed.sort();
+      for (let k = 1; k < n; k++) if (claimed[k] === claimed[k - 1]) return undefined;
+    }
+    this.generation++;
+    this.nextService = pass.nextService;
+    this.nextBackend = pass.nextBackend;
+    this.order = r.keys;
+    this.pending = r;
+    this.state = undefined;
+    this.units = [];
+    this.problems = problems;
+    let state: LbState | undefined;
+    let after: LbContents | undefined;
+    const settled = () => {
+      this.settle();
+      return r.settled as NonNullable<FastRows["settled"]>;
+    };
+    return {
+      get state() {
+        state ??= assemble(settled().units).state;
+        return state;
+      },
+      problems,
+      recomputed: n,
+      get before() {
+        return emptyContents();
+      },
+      get after() {
+        if (after === undefined) {
+          after = emptyContents();
+          for (const m of settled().memos) addEntries(after, entriesOfMemo(m));
+        }
+        return after;
+      },
+      encode: (pinOf) => encodeRows(r, pinOf),
+    };
+  }
+
   update(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[]): LbUpdate {
+    this.settle();
+    if (this.memo.size === 0 && this.serviceIds.size === 0 && this.backendIds.size === 0 && services.length > 0) {
+      const lean = this.fromEmpty(services, slices);
+      if (lean) return lean;
+    }
     const gen = ++this.generation;
     const bySvc = slicesByService(slices);
     const added = new Map<string, { ns: string; name: string; svc: ServiceInput }>();

@@ -4,7 +4,7 @@
 // that starts from nothing (its pins removed).
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +15,11 @@ import { ipcacheKey } from "../../src/datapath/maps/ipcache.ts";
 import { LB_MAPS, lb4Key, lb4Service } from "../../src/datapath/maps/lb.ts";
 import { REPO, TEST_STATE_ROOT, TestCluster, WEFT } from "../harness/cluster.ts";
 import { diffDumps, dumpNodeMaps } from "../harness/map-dump.ts";
+
+const LB_MAP_MAX = 32_768;
+/** max_entries of a node's pinned map, from bpftool. */
+const maxEntries = (root: string, map: string) =>
+  (JSON.parse(execFileSync("bpftool", ["-j", "map", "show", "pinned", pins.map(root, map)], { encoding: "utf8" })) as { max_entries: number }).max_entries;
 
 const dir = mkdtempSync(join(tmpdir(), "weft-restart-"));
 const deploy = (replicas: number) => {
@@ -29,7 +34,8 @@ const deploy = (replicas: number) => {
 describe("agent restart", () => {
   let c: TestCluster;
   before(async () => {
-    c = await TestCluster.start({ nodes: 2, manifests: join(REPO, "examples") });
+    // A non-default service map size: the restarted and the fresh agent must both keep it.
+    c = await TestCluster.start({ nodes: 2, manifests: join(REPO, "examples"), upArgs: ["--lb-map-max", String(LB_MAP_MAX)] });
     assert.equal((await c.cli(["policy", "wait"])).code, 0);
   });
   after(async () => {
@@ -147,6 +153,7 @@ describe("agent restart", () => {
         .join(", ")}; skipped (run-time): ${restarted.skipped.join(", ")}`,
     );
     assert.ok(count(LB_MAPS.services) > 0 && count("weft_ipcache") > 0 && count("weft_endpoints") > 0, "the dump has content");
+    assert.equal(maxEntries(root, LB_MAPS.services), LB_MAP_MAX, "weft up --lb-map-max sized the service map");
     // A fresh start: the agent goes, and so does everything it pinned (programs, links, maps).
     const healthFile = join(c.stateDir, "run", "node-1", "agent.health.json");
     const oldPid = (JSON.parse(readFileSync(healthFile, "utf8")) as { pid: number }).pid;
@@ -198,6 +205,7 @@ describe("agent restart", () => {
       .catch(() => undefined);
     console.log(`# fresh start converged in ${Date.now() - t0} ms`);
     assert.deepEqual(diff, [], "restarted vs fresh");
+    assert.equal(maxEntries(root, LB_MAPS.backends), LB_MAP_MAX, "the fresh agent sized its maps from the cluster's setting");
     // And the fresh datapath serves.
     const r = await c.exec("client-1", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://echo/"]);
     assert.equal(r.stdout.trim(), "200");

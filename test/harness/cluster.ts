@@ -96,14 +96,25 @@ export class TestCluster {
   }
 
   /** Starts a cluster named t<random>; prints how long it took. */
-  static async start(opts: { nodes?: number; manifests?: string; waitSeconds?: number } = {}): Promise<TestCluster> {
+  static async start(opts: { nodes?: number; manifests?: string; waitSeconds?: number; upArgs?: string[] } = {}): Promise<TestCluster> {
     await removeStaleClusters();
     const name = `t${randomBytes(4).toString("hex")}`;
     mkdirSync(OWNERS, { recursive: true });
     writeFileSync(join(OWNERS, name), String(process.pid));
     const c = new TestCluster(name);
     const r = await weft(
-      ["up", "--cluster", name, "--nodes", String(opts.nodes ?? 2), "--manifests", opts.manifests ?? "", "--wait", String(opts.waitSeconds ?? 90)],
+      [
+        "up",
+        "--cluster",
+        name,
+        "--nodes",
+        String(opts.nodes ?? 2),
+        "--manifests",
+        opts.manifests ?? "",
+        "--wait",
+        String(opts.waitSeconds ?? 90),
+        ...(opts.upArgs ?? []),
+      ],
       { timeoutMs: 180_000 },
     );
     if (r.code !== 0) {

@@ -16,6 +16,18 @@ export const LB_MAPS = {
   netns: "netns_managed",
 } as const;
 
+/**
+ * Default max_entries of lb4_services and lb4_backends (Cilium's --bpf-lb-map-max default). Both
+ * are preallocated: the kernel memory is fixed when they are created. lb4_services holds one
+ * entry per frontend plus one slot per selectable backend of it; lb4_backends one per endpoint.
+ */
+export const DEFAULT_LB_MAP_MAX = 65536;
+
+/** The maps the lbMapMax setting sizes (bpf/lib/lb.h), as loadObject's `maxEntries`. */
+export function lbMapSizes(lbMapMax: number = DEFAULT_LB_MAP_MAX): Record<string, number> {
+  return { [LB_MAPS.services]: lbMapMax, [LB_MAPS.backends]: lbMapMax };
+}
+
 /** lb4_service.flags (LB_SVC_*). */
 export const SVC_AFFINITY = 0x1;
 export const SVC_MAGLEV = 0x2;

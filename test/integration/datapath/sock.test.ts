@@ -6,12 +6,13 @@
 
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadSockDatapath, registerNetns, ServiceSync, unregisterNetns } from "../../../src/datapath/lb-sync.ts";
-import { dumpMap, pins, writeMaps } from "../../../src/datapath/loader.ts";
+import { createMap, dumpMap, loadObject, objectPath, pins, writeMaps } from "../../../src/datapath/loader.ts";
 import { flowHash, maglevTable } from "../../../src/datapath/maglev.ts";
-import { BE_TERMINATING, cookieKey, LB_MAPS, lb4Backend, lb4Conn, netnsValue } from "../../../src/datapath/maps/lb.ts";
+import { BE_TERMINATING, cookieKey, LB_MAPS, lb4Backend, lb4Conn, lb4Key, lb4Service, netnsValue } from "../../../src/datapath/maps/lb.ts";
 import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
 import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
 
@@ -366,5 +367,75 @@ describe("socket load balancer (real BPF, throwaway netns + child cgroup)", { ti
     assert.deepEqual(afterDump.entries, before.entries);
     const t = await client("tcp", "10.96.0.50", "80", "8");
     assert.deepEqual(t.peers, { "10.96.0.50:80": 8 });
+  });
+});
+
+/** max_entries, map_flags and kernel memory of a pinned map, as bpftool shows them. */
+function mapShow(pin: string): { max_entries: number; flags: number; bytes_memlock: number } {
+  return JSON.parse(execFileSync("bpftool", ["map", "show", "pinned", pin, "-j"], { encoding: "utf8" }));
+}
+
+describe("service map sizes (lbMapMax): set at creation, checked on reuse, full maps reported", { timeout: 120_000 }, () => {
+  let sb: Sandbox;
+
+  before(async () => {
+    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
+    await removeStale("sock-size");
+    sb = await createSandbox("sock-size");
+  });
+
+  after(async () => {
+    await sb?.dispose();
+  });
+
+  it("refuses a pinned map of other flags, naming the map and both shapes", async () => {
+    const pin = pins.map(sb.pinRoot, LB_MAPS.services);
+    await createMap(pin, { type: "hash", keySize: lb4Key.size, valueSize: lb4Service.size, maxEntries: 65536, flags: 1 });
+    await assert.rejects(loadSockDatapath(sb.pinRoot, sb.cgroup), /map lb4_services pinned at .*map_flags 0x1 pinned, 0x0 wanted/);
+    rmSync(pin);
+  });
+
+  it("creates the maps preallocated at the size asked; another size later is refused by name; objects sharing them adopt it", async () => {
+    await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 1024 });
+    for (const m of [LB_MAPS.services, LB_MAPS.backends]) {
+      const info = mapShow(pins.map(sb.pinRoot, m));
+      assert.equal(info.max_entries, 1024, m);
+      assert.equal(info.flags, 0, `${m} is preallocated (no BPF_F_NO_PREALLOC)`);
+    }
+    await assert.rejects(loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 2048 }), /map lb4_services pinned at .*max_entries 1024 pinned, 2048 wanted/);
+    await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 1024 }); // the same size again: reused
+    const host = await loadObject(objectPath("host"), sb.pinRoot); // no size given: the pinned one
+    assert.ok(host.maps.find((m) => m.name === LB_MAPS.services)?.reused);
+    assert.equal(mapShow(pins.map(sb.pinRoot, LB_MAPS.services)).max_entries, 1024);
+  });
+
+  it("a sync that does not fit reports the full map by name and the setting, and a later one that fits succeeds", async () => {
+    const fleet = (n: number) => {
+      const services: ServiceInput[] = [];
+      const slices: EndpointSliceInput[] = [];
+      for (let i = 1; i <= n; i++) {
+        services.push({
+          metadata: { namespace: "size", name: `s${i}` },
+          spec: { clusterIP: `10.97.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: TCP_PORT }] },
+        });
+        slices.push({
+          metadata: { namespace: "size", name: `s${i}-0`, labels: { "kubernetes.io/service-name": `s${i}` } },
+          endpoints: BACKENDS.slice(0, 2).map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+          ports: [{ port: TCP_PORT, protocol: "TCP" }],
+        });
+      }
+      return { services, slices };
+    };
+    const sync = new ServiceSync(sb.pinRoot);
+    const big = fleet(400); // 400 entries + 800 slots > 1024
+    await assert.rejects(sync.sync(big.services, big.slices), /lb4_services: service map is full.*lbMapMax/);
+    // Updates go before deletes, so a change must fit beside what is pinned: fewer services fit
+    // once the partial writes are gone.
+    const cleared = await sync.sync([], []);
+    assert.equal(cleared.fromPinned, true, "after a failed write the sync starts again from the pins");
+    const fits = fleet(300); // 900 entries
+    await sync.sync(fits.services, fits.slices);
+    assert.equal((await dumpMap(pins.map(sb.pinRoot, LB_MAPS.services))).entries.length, 900);
+    assert.equal((await dumpMap(pins.map(sb.pinRoot, LB_MAPS.backends))).entries.length, 600);
   });
 });

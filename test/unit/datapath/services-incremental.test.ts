@@ -415,3 +415,101 @@ describe("incremental: lb4 key layout of the writes", () => {
     }
   });
 });
+
+describe("incremental: from empty at 10k services (the lean path and computeService mixed)", () => {
+  /**
+   * 10k services, mostly the common shape (one port on a ClusterIP, numeric targetPort) with varied
+   * endpoints — several slices, duplicates, terminating, not ready, other nodes, bad addresses,
+   * UDP, named ports — and among them every other kind: Maglev, affinity, NodePort, ExternalIPs,
+   * Local policies, multi-port, invalid specs, and frontends claimed twice.
+   */
+  function varied(n: number, seed: number): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
+    const r = rng(seed);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)] as T;
+    const services: ServiceInput[] = [];
+    const slices: EndpointSliceInput[] = [];
+    for (let i = 0; i < n; i++) {
+      const name = `v${i}`;
+      const ns = pick(["default", "a", "a-b", "z"]);
+      const udp = r() < 0.1;
+      const named = r() < 0.2 ? "web" : undefined;
+      // every 50th service reuses an earlier one's address: a frontend claimed twice
+      const ip = i % 50 === 49 ? `10.97.${(i - 7) >> 8}.${(i - 7) & 255}` : `10.97.${i >> 8}.${i & 255}`;
+      const kind = r();
+      const spec: NonNullable<ServiceInput["spec"]> = {
+        clusterIP: ip,
+        ports: [{ port: pick([80, 443, 53]), targetPort: 8080, ...(udp ? { protocol: "UDP" } : {}), ...(named ? { name: named } : {}) }],
+      };
+      const metadata: ServiceInput["metadata"] = { namespace: ns, name };
+      if (kind < 0.02) metadata.annotations = { "service.weft.io/lb-algorithm": "maglev", "service.weft.io/maglev-table-size": "7" };
+      else if (kind < 0.04) spec.sessionAffinity = "ClientIP";
+      else if (kind < 0.06) {
+        spec.type = "NodePort";
+        (spec.ports as NonNullable<typeof spec.ports>)[0] = { port: 80, targetPort: 8080, nodePort: 30000 + (i % 2000) };
+      } else if (kind < 0.08) spec.externalIPs = [`192.0.2.${i % 200}`];
+      else if (kind < 0.1) spec.internalTrafficPolicy = "Local";
+      else if (kind < 0.11)
+        spec.ports = [
+          { name: "a", port: 80, targetPort: 8080 },
+          { name: "b", port: 81, targetPort: "b-port" },
+        ];
+      else if (kind < 0.12)
+        spec.clusterIP = "10.97.999.1"; // invalid
+      else if (kind < 0.13) spec.clusterIP = "None";
+      else if (kind < 0.14) spec.externalTrafficPolicy = "Local";
+      else if (kind < 0.15) spec.sessionAffinity = "None";
+      services.push({ metadata, spec });
+      const nSlices = r() < 0.9 ? 1 : r() < 0.5 ? 0 : 2;
+      for (let k = 0; k < nSlices; k++) {
+        const eps: EndpointInput[] = [];
+        const count = Math.floor(r() * 5);
+        for (let e = 0; e < count; e++) {
+          const state = r();
+          const cond = state < 0.8 ? pick([{}, { ready: true }]) : state < 0.9 ? { ready: false, serving: true, terminating: true } : { ready: false };
+          const address = r() < 0.02 ? "not-an-ip" : `10.${200 + (i % 50)}.${e % 3}.${1 + Math.floor(r() * 3)}`;
+          eps.push(ep(address, cond, pick(["n1", "n2"])));
+        }
+        slices.push({
+          metadata: { namespace: ns, name: `${name}-${k}`, labels: { "kubernetes.io/service-name": name } },
+          addressType: "IPv4",
+          endpoints: eps,
+          ports: [
+            { name: named ?? "", port: r() < 0.8 ? 8080 : 9090, protocol: udp ? "UDP" : "TCP" },
+            { name: "b", port: 9191, protocol: "TCP" },
+          ],
+        });
+      }
+    }
+    return { services, slices };
+  }
+
+  it("state, problems, ids and the encoded batch equal a from-scratch compute; later edits too", () => {
+    const node = "n1";
+    const t0 = performance.now();
+    const f = varied(10_000, 7);
+    const model = new LbModel({ node });
+    const s = step(model, emptyContents(), f.services, f.slices, node);
+    assert.equal(s.u.recomputed, 10_000);
+    assert.ok(s.u.problems.length > 100, "invalid specs and frontends claimed twice are reported");
+    assert.ok(s.u.state.maglev.length > 0 && (s.u.state.external ?? []).length > 0);
+    // Edits after the lean path: an endpoint list, a spec edited in place, a removal.
+    (f.slices[3] as EndpointSliceInput).endpoints = [ep("10.250.0.1")];
+    const ports = f.services[5]?.spec?.ports;
+    if (ports?.[0]) ports[0].port = 8443;
+    f.services.splice(9, 1);
+    const t = step(model, s.contents, f.services, f.slices, node);
+    assert.ok(t.u.recomputed >= 3 && t.u.recomputed < 100);
+    console.log(`# 10k varied services from empty and one edit step, checked, in ${(performance.now() - t0).toFixed(0)} ms`);
+  });
+
+  it("only common-shape services with a frontend claimed twice: the same result as from scratch", () => {
+    const f = fleet(200);
+    (f.services[150] as ServiceInput).spec = { clusterIP: "10.96.1.20", ports: [{ port: 80, targetPort: 8080 }] }; // s20's address
+    const model = new LbModel({});
+    const s = step(model, emptyContents(), f.services, f.slices);
+    assert.deepEqual(
+      s.u.problems.map((p) => p.service),
+      ["default/s20"], // "s151" sorts first and keeps the address
+    );
+  });
+});
