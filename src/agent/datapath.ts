@@ -152,6 +152,11 @@ export class NodeDatapath {
     return ops.length;
   }
 
+  /** Whether a pod's programs are attached and its entry written (its traffic is policed). */
+  isAttached(uid: string): boolean {
+    return this.attached.has(uid);
+  }
+
   /**
    * Attaches the lxc programs to new local pods' veths, registers their namespaces with the socket
    * hooks, writes the endpoints map, and forgets pods that are gone.
@@ -160,18 +165,14 @@ export class NodeDatapath {
     const prog = (name: string) => programOf(this.lxc as LoadedObject, name).pin;
     const next: Contents = new Map();
     const seen = new Set<string>();
+    const toAttach: LocalEndpoint[] = [];
     for (const { pod, identity } of local) {
       if (!pod.podIP || !pod.veth || !pod.netns) continue;
       seen.add(pod.uid);
-      let a = this.attached.get(pod.uid);
+      const a = this.attached.get(pod.uid);
       if (!a || a.identity !== identity) {
         if (!existsSync(`/run/netns/${pod.netns}`)) continue; // sandbox not there yet (or gone)
-        await attachTc(prog("lxc_from_endpoint"), this.node.netns, pod.veth, "ingress", pins.link(this.root, `lxc-${pod.veth}-from`));
-        await attachTc(prog("lxc_to_endpoint"), this.node.netns, pod.veth, "egress", pins.link(this.root, `lxc-${pod.veth}-to`));
-        const cookie = await registerNetns(this.root, pod.netns, identity);
-        a = { veth: pod.veth, ip: pod.podIP, netns: pod.netns, cookie, identity };
-        this.attached.set(pod.uid, a);
-        this.log.info("endpoint attached", { pod: `${pod.namespace}/${pod.name}`, ip: pod.podIP, identity, veth: pod.veth });
+        toAttach.push({ pod, identity });
       }
       const subject = subjects.get(identity);
       const entry: EndpointEntry = {
@@ -186,9 +187,21 @@ export class NodeDatapath {
       };
       next.set(encodeEndpointKey(entry.ip).toString("hex"), encodeEndpointValue(entry).toString("hex"));
     }
+    // The entries go in before the programs: lxc_from_endpoint drops whatever a veth sends while its
+    // pod has no entry (INVALID_SOURCE_IP, fail closed), so attaching first cost a new pod's first
+    // packets for as long as this pass took (every other attach, bpftool, the ifindex lookups).
     const ops = contentsDiff(pins.map(this.root, ENDPOINTS_MAP), this.endpoints ?? new Map(), next);
     await writeMaps(ops);
     this.endpoints = next;
+    for (const { pod, identity } of toAttach) {
+      const veth = pod.veth as string;
+      const netns = pod.netns as string;
+      await attachTc(prog("lxc_from_endpoint"), this.node.netns, veth, "ingress", pins.link(this.root, `lxc-${veth}-from`));
+      await attachTc(prog("lxc_to_endpoint"), this.node.netns, veth, "egress", pins.link(this.root, `lxc-${veth}-to`));
+      const cookie = await registerNetns(this.root, netns, identity);
+      this.attached.set(pod.uid, { veth, ip: pod.podIP as string, netns, cookie, identity });
+      this.log.info("endpoint attached", { pod: `${pod.namespace}/${pod.name}`, ip: pod.podIP, identity, veth });
+    }
     if (this.staleLinks.size > 0 || this.staleCookies.size > 0) await this.sweepAdopted();
     for (const [uid, a] of this.attached) {
       if (seen.has(uid)) continue;

@@ -176,9 +176,11 @@ class Agent {
     this.lastProblems = new Set(this.health.serviceProblems);
     this.health.policyProblems = view.policyProblems;
     this.health.policyRevision = view.revision;
-    this.endpoints = localEps.map(({ pod, identity }) =>
-      this.endpointStatus(pod.namespace, pod.name, pod.podIP as string, identity, subjects.get(identity), view.revision),
-    );
+    // Only endpoints whose datapath is in place: the kubelet starts a pod's containers once its
+    // endpoint is listed here (as a CNI ADD returns), so a pod never sends unpoliced packets.
+    this.endpoints = localEps
+      .filter(({ pod }) => this.dp.isAttached(pod.uid))
+      .map(({ pod, identity }) => this.endpointStatus(pod.namespace, pod.name, pod.podIP as string, identity, subjects.get(identity), view.revision));
     this.lastFingerprint = fingerprint;
   }
   private lastProblems = new Set<string>();

@@ -5,7 +5,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { closeSync, openSync } from "node:fs";
+import { closeSync, openSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createLogger, type Logger } from "../core/log.ts";
@@ -17,7 +17,7 @@ import { resolveCommand, WEFT_BIN } from "./images.ts";
 import { createPodSandbox, deletePodSandbox } from "./net.ts";
 import { execWithTimeout, runProbe } from "./probe.ts";
 import { type DesiredPod, desiredPods, type ExistingPod, type NodeInfo, type ProbeSpec } from "./schedule.ts";
-import { type ContainerStatus, loadClusterConfig, logDir, type NodeStatus, type PodStatusRecord, readNodeStatuses, writeNodeStatus } from "./state.ts";
+import { type ContainerStatus, loadClusterConfig, logDir, type NodeStatus, type PodStatusRecord, readNodeStatuses, runDir, writeNodeStatus } from "./state.ts";
 import { openStore, type Store } from "./store.ts";
 
 const TICK_MS = 300;
@@ -221,6 +221,9 @@ export class Kubelet {
       record.veth = sandbox.veth;
       await createPodSandbox(this.cfg, this.node, sandbox, { namespace: d.namespace, hostname: d.name });
       ensureCgroup(pod.cgroup);
+      // As a CNI ADD returns only once the endpoint is programmed: no container runs before the
+      // node's agent polices and load-balances the pod's traffic.
+      if (!(await this.endpointProgrammed(pod, key))) return;
       record.startTime = new Date().toISOString();
       record.phase = "Running";
       for (const c of d.spec.containers) {
@@ -248,6 +251,35 @@ export class Kubelet {
       pod.starting = false;
       this.updatePodConditions(pod);
       if (pod.record.terminating) this.maybeFinishTermination(pod);
+    }
+  }
+
+  /**
+   * Waits until the node's agent lists the pod among its endpoints (programs attached, entry
+   * written); false when the pod is deleted meanwhile. Waits as long as it takes: a node whose agent
+   * is down starts no pods (Cilium's CNI plugin refuses likewise), and says so in the pod's status.
+   */
+  private async endpointProgrammed(pod: PodRuntime, key: string): Promise<boolean> {
+    const file = join(runDir(this.cfg.stateDir, this.node.name), "endpoints.json");
+    const { namespace, name, podIP } = pod.record;
+    const started = Date.now();
+    for (let warned = false; ; ) {
+      if (pod.record.terminating || pod.removed) return false;
+      try {
+        const eps = JSON.parse(readFileSync(file, "utf8")) as { namespace: string; pod: string; ip: string }[];
+        if (eps.some((e) => e.namespace === namespace && e.pod === name && e.ip === podIP)) {
+          delete pod.record.message;
+          return true;
+        }
+      } catch {
+        // no agent output yet
+      }
+      if (!warned && Date.now() - started > 10_000) {
+        warned = true;
+        pod.record.message = "waiting for the node's agent to program the endpoint";
+        this.log.warn("pod waits for its endpoint", { pod: key, ip: podIP });
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 
