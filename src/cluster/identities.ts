@@ -53,7 +53,9 @@ function toObject(id: Identity): K8sObject {
 export function newIdentityObjects(cluster: string, all: K8sObject[], stored: K8sObject[]): K8sObject[] {
   const previous = identityTable(stored);
   const namespaces = all.filter((o) => o.kind === "Namespace").map((n) => ({ name: n.metadata.name, labels: n.metadata.labels ?? {} }));
-  const { table } = allocateIdentities({ clusterName: cluster, endpoints: podLabelSets(all), namespaces, previous });
+  // Stored numbers are never reused, even when no object produces their labels any more: their
+  // CiliumIdentity objects stay, and a number must keep meaning one label set everywhere.
+  const { table } = allocateIdentities({ clusterName: cluster, endpoints: podLabelSets(all), namespaces, previous, taken: previous.keys() });
   return [...table.values()].filter((id) => id.id >= FIRST_CLUSTER_IDENTITY && !previous.has(id.id)).map(toObject);
 }
 

@@ -106,11 +106,13 @@ export function allocateIdentities(opts: {
   cidrs?: Cidr[];
   fqdns?: string[];
   previous?: IdentityTable;
+  /** Numbers never to hand out (a store's identities that no endpoint uses any more). */
+  taken?: Iterable<number>;
 }): Allocation {
   const table = new Map<number, Identity>();
   for (const r of reservedIdentities()) table.set(r.id, r);
   const known = new Map<string, number>();
-  const used = new Set<number>(table.keys());
+  const used = new Set<number>([...table.keys(), ...(opts.taken ?? [])]);
   for (const id of opts.previous?.values() ?? []) {
     if (id.id < FIRST_CLUSTER_IDENTITY) continue;
     known.set(id.text, id.id);

@@ -68,4 +68,19 @@ describe("identity allocation at apply", () => {
     applyObjects(store, [pod("a", { app: "client" }), deploy("echo", { app: "echo" })]);
     assert.equal(store.list("CiliumIdentity").length, n);
   });
+
+  it("never reuses the number of a stored identity that no object uses any more", () => {
+    const s2 = new Store(join(root, "c2"));
+    applyObjects(s2, [pod("gone", { app: "gone" }), pod("stays", { app: "stays" })]);
+    const before = identityTable(s2.list("CiliumIdentity"));
+    const gone = identityOfPod(before, "c2", { namespace: "default", name: "gone", labels: { app: "gone" } }, undefined);
+    assert.ok(gone !== undefined);
+    s2.delete([{ kind: "Pod", metadata: { name: "gone", namespace: "default" } }]);
+    applyObjects(s2, [pod("new", { app: "new" })]);
+    const t = identityTable(s2.list("CiliumIdentity"));
+    const fresh = identityOfPod(t, "c2", { namespace: "default", name: "new", labels: { app: "new" } }, undefined);
+    assert.ok(fresh !== undefined, "the new label set is numbered and stored");
+    assert.notEqual(fresh, gone);
+    assert.equal(identityOfPod(t, "c2", { namespace: "default", name: "gone", labels: { app: "gone" } }, undefined), gone, "the old number keeps its labels");
+  });
 });
