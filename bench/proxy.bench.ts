@@ -8,7 +8,8 @@
 // Load: a bounded keep-alive generator of our own (raw sockets, one request in flight per
 // connection) in its own process; the backend is a minimal raw-socket server in its own process.
 // Run: node --import tsx bench/proxy.bench.ts   (Envoy: sh scripts/peers.sh envoy; nginx/HAProxy
-// optional: apt-get install -y nginx haproxy)
+// optional: apt-get install -y nginx haproxy). Quick A/B while changing the proxy: WEFT_BENCH_ONLY=weft
+// (direct and Weft) or weft+rules (that row alone); WEFT_BENCH_PROFILE=1 adds the V8 profile.
 
 import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -27,6 +28,10 @@ const SELF = fileURLToPath(import.meta.url);
 const CONNECTIONS = Number(process.env.WEFT_BENCH_CONNECTIONS ?? 32);
 const WARM_MS = 1000;
 const RUN_MS = Number(process.env.WEFT_BENCH_MS ?? 4000);
+/** `weft`: only direct and the Weft rows; no peers, no profile unless WEFT_BENCH_PROFILE=1, no perf. */
+const ONLY_WEFT = process.env.WEFT_BENCH_ONLY === "weft" || process.env.WEFT_BENCH_ONLY === "weft+rules";
+/** `weft+rules`: only the Weft row with rules (repeated A/B runs of the target). */
+const ONLY_RULES = process.env.WEFT_BENCH_ONLY === "weft+rules";
 const PATH = "/api/v1/items/42";
 const RULES = 50;
 const CLIENT_ADDR = "127.0.0.2";
@@ -75,6 +80,8 @@ async function runLoad(port: number, connections: number, warmMs: number, runMs:
   const hr0 = Number(process.hrtime.bigint() / 1000n);
   const measureFrom = t0 + warmMs;
   const end = measureFrom + runMs;
+  // The orchestrator reads the proxy's CPU time when the measured window opens.
+  const opened = setTimeout(() => process.send?.({ window: true }), warmMs);
   const one = () =>
     new Promise<void>((resolve) => {
       const s = net.connect({ host: "127.0.0.1", port, localAddress: CLIENT_ADDR, noDelay: true });
@@ -116,6 +123,7 @@ async function runLoad(port: number, connections: number, warmMs: number, runMs:
       s.on("close", () => resolve());
     });
   await Promise.all(Array.from({ length: connections }, one));
+  clearTimeout(opened);
   lat.sort((a, b) => a - b);
   const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? 0;
   const windowUs: [number, number] = [hr0 + warmMs * 1000, hr0 + (warmMs + runMs) * 1000];
@@ -175,14 +183,25 @@ interface Row extends LoadResult {
   rssMiB: number;
 }
 
+/** cpu/req: the proxy's CPU time (/proc, 10 ms ticks) over the measured window only, per request. */
 async function measure(name: string, port: number, pids: () => number[]): Promise<Row> {
-  const before = usage(pids());
+  let before = usage(pids());
   const load = child("load", { WEFT_BENCH_LOAD: JSON.stringify({ port, connections: CONNECTIONS, warmMs: WARM_MS, runMs: RUN_MS }) });
-  const r = await message<LoadResult>(load, WARM_MS + RUN_MS + 30_000);
+  const r = await new Promise<LoadResult>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error("load generator did not answer")), WARM_MS + RUN_MS + 30_000);
+    load.on("message", (m) => {
+      if ((m as { window?: boolean }).window) {
+        before = usage(pids());
+        return;
+      }
+      clearTimeout(t);
+      resolve(m as LoadResult);
+    });
+  });
   const after = usage(pids());
   const cpu = after.cpu - before.cpu;
   const sys = cpu > 0 ? ` (${((100 * (after.sys - before.sys)) / cpu).toFixed(0).padStart(2)}% sys)` : "";
-  const row: Row = { name, ...r, cpuPerReqUs: pids().length ? (cpu / Math.max(1, r.requests)) * 1e6 * ((WARM_MS + RUN_MS) / RUN_MS) : 0, rssMiB: after.rss };
+  const row: Row = { name, ...r, cpuPerReqUs: pids().length ? (cpu / Math.max(1, r.requests)) * 1e6 : 0, rssMiB: after.rss };
   console.log(
     `  ${name.padEnd(24)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  cpu/req ${row.cpuPerReqUs.toFixed(0).padStart(4)} µs${sys || "          "}  rss ${row.rssMiB.toFixed(0).padStart(4)} MiB  errors ${r.errors} non-200 ${r.non200}`,
   );
@@ -589,11 +608,12 @@ async function main(): Promise<void> {
     console.log(`proxy bench: ${CONNECTIONS} keep-alive connections, ${RUN_MS} ms per run after ${WARM_MS} ms warm-up, one core per proxy, GET ${PATH}`);
     console.log(`load average at start (1/5/15 min): ${loadLine()}`);
     const rows: Row[] = [];
-    rows.push(await measure("direct", backendPort, () => []));
-    for (const rules of [false, true]) {
+    if (!ONLY_RULES) rows.push(await measure("direct", backendPort, () => []));
+    for (const rules of ONLY_RULES ? [true] : [false, true]) {
       const w = await weft(dir, backendPort, rules);
       rows.push(await measure(`weft${rules ? " +50 rules" : ""}`, w.port, w.pids));
       await w.close();
+      if (ONLY_WEFT) continue;
       const e = await envoy(dir, backendPort, rules);
       if (e) {
         procs.push(e.proc);
@@ -619,13 +639,16 @@ async function main(): Promise<void> {
       const y = by(b);
       return x && y && y.rps > 0 ? `${(x.rps / y.rps).toFixed(2)}x` : "n/a";
     };
-    console.log("ratios (req/s, same run):");
-    console.log(`  weft / direct             ${ratio("weft", "direct")}`);
-    console.log(`  weft+rules / weft         ${ratio("weft +50 rules", "weft")}`);
-    console.log(`  weft / envoy              ${ratio("weft", "envoy")}      weft+rules / envoy+RBAC       ${ratio("weft +50 rules", "envoy +50 RBAC")}`);
-    console.log(`  weft / nginx              ${ratio("weft", "nginx")}      weft+rules / nginx+locations  ${ratio("weft +50 rules", "nginx +50 locations")}`);
-    console.log(`  weft / haproxy            ${ratio("weft", "haproxy")}      weft+rules / haproxy+ACLs     ${ratio("weft +50 rules", "haproxy +50 ACLs")}`);
+    if (!ONLY_RULES) {
+      console.log("ratios (req/s, same run):");
+      console.log(`  weft / direct             ${ratio("weft", "direct")}`);
+      console.log(`  weft+rules / weft         ${ratio("weft +50 rules", "weft")}`);
+      console.log(`  weft / envoy              ${ratio("weft", "envoy")}      weft+rules / envoy+RBAC       ${ratio("weft +50 rules", "envoy +50 RBAC")}`);
+      console.log(`  weft / nginx              ${ratio("weft", "nginx")}      weft+rules / nginx+locations  ${ratio("weft +50 rules", "nginx +50 locations")}`);
+      console.log(`  weft / haproxy            ${ratio("weft", "haproxy")}      weft+rules / haproxy+ACLs     ${ratio("weft +50 rules", "haproxy +50 ACLs")}`);
+    }
     console.log(`load average after the runs (1/5/15 min): ${loadLine()}`);
+    if (ONLY_WEFT && process.env.WEFT_BENCH_PROFILE !== "1") return;
 
     // Where the Weft worker's time goes with rules on.
     const profDir = join(dir, "prof");
@@ -639,7 +662,7 @@ async function main(): Promise<void> {
       console.log("CPU profile of the Weft worker (+50 rules; wall-clock samples, see cpu/req for CPU):");
       for (const line of profileSummary(join(profDir, prof), ...profiled.windowUs)) console.log(line);
     }
-    if (has("perf")) await perfRun(dir, backendPort);
+    if (has("perf") && !ONLY_WEFT) await perfRun(dir, backendPort);
   } finally {
     for (const p of procs) await stop(p);
     rmSync(dir, { recursive: true, force: true });

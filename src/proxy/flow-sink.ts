@@ -1,7 +1,8 @@
 // Where the proxy's flows go: the node's agent, as JSON lines POSTed to its Unix socket
 // (`/v1/flows`), batched and bounded (a slow agent costs dropped flows, counted, never memory or
-// request latency); an in-memory sink for tests; and the proxy-log line of a request whose flow
-// records headerMatches mismatch actions.
+// request latency; a flow is serialised when its batch is sent, not on the request's path); an
+// in-memory sink for tests; and the proxy-log line of a request whose flow records headerMatches
+// mismatch actions.
 
 import http from "node:http";
 import type { Logger } from "../core/log.ts";
@@ -40,7 +41,7 @@ export interface UnixFlowSinkOptions {
 }
 
 export class UnixHttpFlowSink implements FlowSink {
-  private queue: string[] = [];
+  private queue: Flow[] = [];
   private timer: NodeJS.Timeout | undefined;
   private inflight: Promise<void> | undefined;
   private readonly opts: Required<UnixFlowSinkOptions>;
@@ -57,7 +58,7 @@ export class UnixHttpFlowSink implements FlowSink {
       this.dropped++;
       return;
     }
-    this.queue.push(JSON.stringify(flow));
+    this.queue.push(flow);
     if (this.queue.length >= this.opts.batch) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), this.opts.intervalMs).unref();
   }
@@ -69,7 +70,9 @@ export class UnixHttpFlowSink implements FlowSink {
     if (this.queue.length === 0) return;
     const lines = this.queue;
     this.queue = [];
-    this.inflight = this.post(`${lines.join("\n")}\n`).then(
+    let body = "";
+    for (const f of lines) body += `${JSON.stringify(f)}\n`;
+    this.inflight = this.post(body).then(
       (ok) => {
         if (ok) this.sent += lines.length;
         else {

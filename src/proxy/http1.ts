@@ -16,7 +16,7 @@ import type { ProxyContext } from "./context.ts";
 import { denyResponse, editPlan, type HeaderEdit, headerActionLog } from "./filters/l7-policy.ts";
 import { logHeaderActions } from "./flow-sink.ts";
 import { h2cOffer, SWITCHING_TO_H2C, upgradeRequestFields } from "./h2c-upgrade.ts";
-import { markHopByHop, markKnown, markName, writeRequestHead, writeResponseHead } from "./http1/head-writer.ts";
+import { markHopByHop, markKnown, markName, responseHeadUnchanged, writeRequestHead, writeResponseHead } from "./http1/head-writer.ts";
 import { Ev, H, type MessageHead, RequestParser } from "./http1/parser.ts";
 import { redirectResponse } from "./http1/path.ts";
 import { refusalResponse } from "./http1/refusal.ts";
@@ -26,13 +26,37 @@ import { CONTINUE_100, localReply } from "./local-reply.ts";
 import { type Attributed, type Decided, decide, isRouteFailure, normalise, PathAction, type Routed, routeRequest } from "./request.ts";
 import { requestIdFor } from "./request-id.ts";
 import type { UpstreamHost } from "./upstream/cluster.ts";
-import { type H1Connection, UpstreamError } from "./upstream/h1-pool.ts";
+import { type H1Connection, type H1Holder, UpstreamError } from "./upstream/h1-pool.ts";
 
 const EMPTY = Buffer.alloc(0);
 /** Request bodies up to this size are kept so a failed try can be replayed. */
 const REPLAY_LIMIT = 64 * 1024;
 /** Unparsed bytes held while a request is in flight (pipelining) before reading pauses. */
 const HOLD_LIMIT = 256 * 1024;
+/** A rewritten response head and the body bytes after it are joined into one write up to this size. */
+const JOIN_LIMIT = 16 * 1024;
+
+function uncork(s: net.Socket): void {
+  s.uncork();
+}
+
+// Timer callbacks take the exchange as an argument: no closure per request.
+function requestTimedOut(ex: Exchange): void {
+  ex.timedOut(true);
+}
+function tryTimedOut(ex: Exchange): void {
+  ex.timedOut(false);
+}
+
+/** The identity a connection's flows name as destination: the ingress subject, else the egress peer. */
+function destinationIdentity(a: Attributed): number {
+  let egressPeer: number | undefined;
+  for (const x of a.record.directions) {
+    if (x.direction === "ingress") return x.subject;
+    if (x.direction === "egress" && egressPeer === undefined) egressPeer = x.peer;
+  }
+  return egressPeer ?? 0;
+}
 
 /** Serves one downstream HTTP/1 connection; `first` holds the bytes protocol detection read. */
 export function serveHttp1(ctx: ProxyContext, sock: net.Socket, a: Attributed, first: Buffer): void {
@@ -42,6 +66,8 @@ export function serveHttp1(ctx: ProxyContext, sock: net.Socket, a: Attributed, f
   sock.on("data", onData);
   sock.on("error", () => {});
   sock.on("close", () => d.onClose());
+  // One listener for the connection's life: the exchange in flight resumes its upstream.
+  sock.on("drain", () => d.ex?.resumeUpstream());
   d.onData(first);
 }
 
@@ -52,7 +78,7 @@ class Http1Downstream {
   /** Between a request's head and its end: consumed bytes are body bytes. */
   private inBody = false;
   /** The request being answered; parsing stops at its end until its answer is complete. */
-  private ex: Exchange | null = null;
+  ex: Exchange | null = null;
   private waiting = false;
   private tunnel: H1Connection | null = null;
   /** An accepted h2c upgrade: the request's body is gathered until its end, then the connection switches. */
@@ -61,6 +87,10 @@ class Http1Downstream {
   detach: () => void = () => {};
   closed = false;
   readonly drop = new Uint8Array(128);
+  /** The flows' destination identity: fixed by the connection's redirect record. */
+  private dstIdentity: number | undefined;
+  /** The forwarding lines of a request without X-Forwarded-* of its own. */
+  private plainForwarded: string | null = null;
 
   constructor(
     readonly ctx: ProxyContext,
@@ -271,10 +301,21 @@ class Http1Downstream {
       for (const name of plan.drop) markName(head, drop, name);
       add = plan.add;
     }
-    const fwd = this.ctx.forwarded.headers(this.a.remoteIp, head.get("x-forwarded-for"), head.get("x-forwarded-proto"), "http");
-    const rid = requestIdFor(head.get("x-request-id"), this.a.record.identity !== 2);
-    add += `x-forwarded-for: ${fwd.forwardedFor}\r\nx-forwarded-proto: ${fwd.forwardedProto}\r\nx-request-id: ${rid.id}\r\n`;
+    add += this.forwardedLines(head);
+    const rid = requestIdFor(head.knownCount[H["x-request-id"]] ? head.get("x-request-id") : undefined, this.a.record.identity !== 2);
+    add += `x-request-id: ${rid.id}\r\n`;
     return writeRequestHead(head, target, drop, add);
+  }
+
+  /** X-Forwarded-For/-Proto lines; without incoming ones they depend only on the peer: made once per connection. */
+  private forwardedLines(head: MessageHead): string {
+    const xff = head.knownCount[H["x-forwarded-for"]] ? head.get("x-forwarded-for") : undefined;
+    const xfp = head.knownCount[H["x-forwarded-proto"]] ? head.get("x-forwarded-proto") : undefined;
+    if (xff === undefined && xfp === undefined && this.plainForwarded !== null) return this.plainForwarded;
+    const fwd = this.ctx.forwarded.headers(this.a.remoteIp, xff, xfp, "http");
+    const lines = `x-forwarded-for: ${fwd.forwardedFor}\r\nx-forwarded-proto: ${fwd.forwardedProto}\r\n`;
+    if (xff === undefined && xfp === undefined) this.plainForwarded = lines;
+    return lines;
   }
 
   /** An answer of the proxy's own; the request's body (if any) is still parsed and dropped. */
@@ -317,6 +358,7 @@ class Http1Downstream {
   startTunnel(up: H1Connection): void {
     this.tunnel = up;
     this.ex = null;
+    up.holder = null; // the exchange is done: tunnel bytes go to onData below
     const rest = this.buf.subarray(this.off);
     this.buf = EMPTY;
     this.off = 0;
@@ -345,7 +387,7 @@ class Http1Downstream {
     edits?: readonly HeaderEdit[],
   ): void {
     const r = this.a.record;
-    const dst = r.directions.find((x) => x.direction === "ingress")?.subject ?? r.directions.find((x) => x.direction === "egress")?.peer ?? 0;
+    const dst = (this.dstIdentity ??= destinationIdentity(this.a));
     this.ctx.stats.flows_pushed++;
     // headerMatches mismatch actions: on the flow (missing/rejected headers) and in the proxy log.
     const flow = l7HttpFlow({
@@ -381,11 +423,13 @@ interface RequestInfo {
 }
 
 /** One request's upstream side: tries (with retries), the response streamed back, the flow. */
-class Exchange {
+class Exchange implements H1Holder {
   done = false;
   private conn: H1Connection | null = null;
   private host: UpstreamHost | null = null;
   private headSent = false;
+  /** A rewritten response head not yet written: it leaves with the body bytes of the same chunk. */
+  private headOut: Buffer | null = null;
   private queued: Buffer[] = [];
   /** Body bytes kept for a replay; null once the body outgrew REPLAY_LIMIT. */
   private kept: Buffer[] | null = [];
@@ -421,11 +465,7 @@ class Exchange {
       return;
     }
     c.stats.upstream_rq_total++;
-    if (Number.isFinite(this.deadline))
-      this.reqTimer = setTimeout(() => {
-        this.d.ctx.stats.upstream_rq_timeout++;
-        this.abortTry(Failure.PerTryTimeout, true);
-      }, this.routed.timeoutMs);
+    if (Number.isFinite(this.deadline)) this.reqTimer = setTimeout(requestTimedOut, this.routed.timeoutMs, this);
     this.tryOnce();
   }
 
@@ -441,13 +481,16 @@ class Exchange {
     h.active++;
     const p = this.routed.retry;
     const perTry = p ? tryTimeoutMs(p, this.deadline - performance.now()) : Number.POSITIVE_INFINITY;
-    if (Number.isFinite(perTry) && perTry < this.deadline - performance.now())
-      this.tryTimer = setTimeout(() => {
-        this.d.ctx.stats.upstream_rq_timeout++;
-        this.abortTry(Failure.PerTryTimeout, false);
-      }, perTry);
+    if (Number.isFinite(perTry) && perTry < this.deadline - performance.now()) this.tryTimer = setTimeout(tryTimedOut, perTry, this);
+    // An idle keep-alive connection is written to in this tick; a Promise only when one must connect or wait.
+    const pool = this.d.ctx.h1;
+    const idle = pool.idleFor(h, this.d.a.record.identity);
+    if (idle) {
+      this.attach(idle);
+      return;
+    }
     const tryNo = this.tries;
-    this.d.ctx.h1.acquire(cluster, h, this.d.a.record.identity).then(
+    pool.acquire(cluster, h, this.d.a.record.identity).then(
       (conn) => {
         if (this.done || tryNo !== this.tries) {
           this.d.ctx.h1.release(conn, true);
@@ -467,21 +510,38 @@ class Exchange {
     this.conn = conn;
     conn.requests++;
     conn.parser.expect(this.info.method, this.info.tunnel && this.info.method !== "CONNECT");
-    conn.onData = (chunk) => this.onUpstreamData(chunk);
-    conn.onEnd = () => this.onUpstreamClosed();
+    conn.holder = this;
     const s = conn.socket;
+    this.headSent = true;
+    if (!this.info.hasBody && this.queued.length === 0) {
+      s.write(this.upHead); // one write, no cork: the common bodiless request
+      return;
+    }
+    // Head and body leave together: body bytes parsed later in this tick join the corked write.
     s.cork();
     s.write(this.upHead);
-    this.headSent = true;
     for (const b of this.queued) s.write(b);
     this.queued = [];
-    s.uncork();
-    this.d.sock.on("drain", this.resumeUpstream);
+    process.nextTick(uncork, s);
   }
 
-  private readonly resumeUpstream = (): void => {
+  /** The request's deadline (`wholeRequest`) or the try's passed. */
+  timedOut(wholeRequest: boolean): void {
+    this.d.ctx.stats.upstream_rq_timeout++;
+    this.abortTry(Failure.PerTryTimeout, wholeRequest);
+  }
+
+  resumeUpstream(): void {
     this.conn?.socket.resume();
-  };
+  }
+
+  upstreamData(chunk: Buffer): void {
+    this.onUpstreamChunk(chunk);
+  }
+
+  upstreamEnd(): void {
+    this.onUpstreamClosed();
+  }
 
   /** Downstream body bytes (wire framing included). */
   body(chunk: Buffer): void {
@@ -509,21 +569,17 @@ class Exchange {
     this.finish(499, "FORWARDED", false);
   }
 
-  /** One chunk from the upstream; writes downstream are corked so a head and its body leave in one writev. */
-  private onUpstreamData(chunk: Buffer): void {
-    const ds = this.d.sock;
-    ds.cork();
-    try {
-      this.onUpstreamChunk(chunk);
-    } finally {
-      ds.uncork();
-    }
-  }
-
+  /**
+   * One chunk from the upstream. What goes downstream from one chunk is at most a response head
+   * (rewritten, or as received) and one contiguous run of the chunk's bytes after it: it leaves in
+   * one write (`flushDown`).
+   */
   private onUpstreamChunk(chunk: Buffer): void {
     const conn = this.conn as H1Connection;
     const p = conn.parser;
     let off = 0;
+    /** [from, off) of `chunk` goes downstream; -1: nothing yet. */
+    let from = -1;
     for (let guard = 0; guard < 100_000; guard++) {
       const before = off;
       off = p.execute(chunk, off, chunk.length);
@@ -531,20 +587,24 @@ class Exchange {
       if (ev === Ev.Head) {
         const head = p.head;
         if (head.status >= 100 && head.status < 200 && head.status !== 101) continue; // interim: we answered 100 ourselves
-        if (!this.onResponseHead(head)) return;
+        if (!this.onResponseHead(head, chunk)) return;
+        if (this.headOut === null) from = head.start; // forwarded as received, with what follows it
         continue;
       }
-      if (this.responded && off > before && !this.d.closed) {
-        if (!this.d.sock.write(chunk.subarray(before, off))) conn.socket.pause();
+      if (this.responded && off > before && from < 0) from = before;
+      if (ev === Ev.NeedMore) {
+        this.flushDown(chunk, from, off, conn);
+        return;
       }
-      if (ev === Ev.NeedMore) return;
       if (ev === Ev.End && !(p.head.upgrade || p.head.isConnect)) {
+        this.flushDown(chunk, from, off, conn);
         // Bytes after the end of a response we did not ask for: that connection is not reused.
         this.responseEnded(p.head.keepAlive && off === chunk.length);
         return;
       }
       if (ev === Ev.End || ev === Ev.Paused) {
         // 101 or CONNECT 2xx: the rest is tunnel bytes.
+        this.flushDown(chunk, from, off, conn);
         this.clearTimers();
         const rest = chunk.subarray(off);
         this.finish(this.status, "FORWARDED", false, true);
@@ -553,14 +613,41 @@ class Exchange {
         return;
       }
       if (ev === Ev.Error || ev === Ev.Closed) {
+        this.flushDown(chunk, from, off, conn);
         this.upstreamBroken(ev === Ev.Error ? 502 : 0);
         return;
       }
     }
+    this.flushDown(chunk, from, off, conn);
+  }
+
+  /** Writes the pending rewritten head (if any) and `chunk[from, to)` downstream in one write. */
+  private flushDown(chunk: Buffer, from: number, to: number, conn: H1Connection): void {
+    const head = this.headOut;
+    this.headOut = null;
+    const ds = this.d.sock;
+    if (this.d.closed) return;
+    const n = from < 0 ? 0 : to - from;
+    let ok = true;
+    if (head === null) {
+      if (n > 0) ok = ds.write(chunk.subarray(from, to));
+    } else if (n === 0) ds.write(head);
+    else if (head.length + n <= JOIN_LIMIT) {
+      const out = Buffer.allocUnsafe(head.length + n);
+      head.copy(out, 0);
+      chunk.copy(out, head.length, from, to);
+      ok = ds.write(out);
+    } else {
+      ds.cork();
+      ds.write(head);
+      ok = ds.write(chunk.subarray(from, to));
+      ds.uncork();
+    }
+    if (!ok) conn.socket.pause();
   }
 
   /** false when the response was discarded (a retry follows). */
-  private onResponseHead(head: MessageHead): boolean {
+  private onResponseHead(head: MessageHead, chunk: Buffer): boolean {
     const status = head.status;
     const host = this.host as UpstreamHost;
     this.routed.cluster.report(host, status);
@@ -590,7 +677,8 @@ class Exchange {
           ? "connection: keep-alive\r\n"
           : "";
     this.responded = true;
-    if (!this.d.closed) this.d.sock.write(writeResponseHead(head, drop, add));
+    // A head wholly in this chunk that the rewrite would not change goes out as received.
+    this.headOut = head.buf === chunk && responseHeadUnchanged(head, drop, add) ? null : writeResponseHead(head, drop, add);
     return true;
   }
 
@@ -693,10 +781,10 @@ class Exchange {
     }
     const conn = this.conn;
     this.conn = null;
-    this.d.sock.off("drain", this.resumeUpstream);
     if (conn) {
-      conn.onData = null;
-      conn.onEnd = null;
+      conn.holder = null;
+      // Paused for a slow client: a connection back in the pool must read for its next holder.
+      if (reusable && conn.socket.isPaused()) conn.socket.resume();
       this.d.ctx.h1.release(conn, reusable);
     }
   }

@@ -90,6 +90,17 @@ export function writeRequestHead(head: MessageHead, target: string | null, drop:
   return at === n ? dst : dst.subarray(0, at);
 }
 
+/**
+ * Would `writeResponseHead(head, drop, add)` give back the received bytes `head.buf[start, end)`?
+ * True when nothing is dropped or added and the lines are contiguous: the head can then be
+ * forwarded as received, in the same write as the body bytes after it.
+ */
+export function responseHeadUnchanged(head: MessageHead, drop: Uint8Array | null, add = ""): boolean {
+  if (add !== "" || head.upgrade) return false;
+  if (drop) for (let i = 0; i < head.count; i++) if (drop[i]) return false;
+  return head.lineEnd - head.start + fieldBytes(head, null) + 2 === head.end - head.start && head.buf[head.end - 2] === 0x0d && head.buf[head.end - 1] === 0x0a;
+}
+
 /** The response head for the downstream: the status line as received, kept fields, `add`, blank line. */
 export function writeResponseHead(head: MessageHead, drop: Uint8Array | null, add = ""): Buffer {
   const upgrade = head.upgrade ? "connection: upgrade\r\n" : "";

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { markHopByHop, markKnown, markName, writeRequestHead, writeResponseHead } from "../../../src/proxy/http1/head-writer.ts";
+import { markHopByHop, markKnown, markName, responseHeadUnchanged, writeRequestHead, writeResponseHead } from "../../../src/proxy/http1/head-writer.ts";
 import { Ev, H, RequestParser, ResponseParser } from "../../../src/proxy/http1/parser.ts";
 
 function parse(text: string) {
@@ -60,5 +60,30 @@ describe("head writer", () => {
     assert.equal(p.event, Ev.Head);
     const drop = markHopByHop(p.head, new Uint8Array(100));
     assert.equal(writeResponseHead(p.head, drop, "x-request-id: 1\r\n").toString("latin1"), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-request-id: 1\r\n\r\n");
+  });
+  it("a response head is forwarded as received exactly when the rewrite would give the same bytes", () => {
+    const cases: [string, string, string, boolean][] = [
+      // [what, response head, add, unchanged]
+      ["plain", "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n", "", true],
+      ["no fields", "HTTP/1.1 204 No Content\r\n\r\n", "", true],
+      ["odd spacing kept as is", "HTTP/1.1 200 OK\r\nX-A:   v  \r\ncontent-length: 0\r\n\r\n", "", true],
+      ["connection: keep-alive is dropped", "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\ncontent-length: 2\r\n\r\n", "", false],
+      ["keep-alive is dropped", "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nKeep-Alive: timeout=5\r\n\r\n", "", false],
+      ["a field connection nominates", "HTTP/1.1 200 OK\r\nConnection: x-hop\r\nx-hop: 1\r\ncontent-length: 0\r\n\r\n", "", false],
+      ["the proxy adds connection: close", "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", "connection: close\r\n", false],
+      ["101 switching (connection: upgrade rewritten)", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "", false],
+    ];
+    for (const [what, text, add, unchanged] of cases) {
+      const p = new ResponseParser();
+      p.expect("GET", text.includes(" 101 "));
+      const buf = Buffer.from(`${text}ok`, "latin1");
+      p.execute(buf);
+      assert.equal(p.event, Ev.Head, what);
+      const drop = markHopByHop(p.head, new Uint8Array(100));
+      assert.equal(responseHeadUnchanged(p.head, drop, add), unchanged, what);
+      const same = writeResponseHead(p.head, drop, add).equals(buf.subarray(p.head.start, p.head.end));
+      if (unchanged) assert.ok(same, `${what}: the rewrite gives the received bytes`);
+      else if (!add && !p.head.upgrade) assert.ok(!same, `${what}: the rewrite differs`);
+    }
   });
 });
