@@ -28,7 +28,9 @@ spec:
       image: weft/echo
       ports: [{containerPort: 8080}]
     - name: udp
-      command: [socat, "UDP4-RECVFROM:9000,fork", "EXEC:echo pong"]
+      # Answers every datagram with "pong" (a socat EXEC:echo server can lose the answer when the
+      # child exits before the datagram is written to it: broken pipe, nothing sent).
+      command: [node, -e, "const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send('pong',r.port,r.address));s.bind(9000)"]
 ---
 apiVersion: v1
 kind: Pod

@@ -3,7 +3,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Flow } from "../../src/observe/flow.ts";
 
@@ -11,6 +11,25 @@ export const REPO = new URL("../..", import.meta.url).pathname;
 export const WEFT = join(REPO, "bin/weft.js");
 /** Test clusters keep their state apart from a user's clusters. */
 export const TEST_STATE_ROOT = "/var/lib/weft-test";
+/** The node logs (kubelet, agent, proxy) of the last test clusters, kept after `down` for diagnosis. */
+export const TEST_LOGS_ROOT = "/var/lib/weft-test-logs";
+const KEEP_LOGS = 24;
+
+/** Copies a cluster's logs to TEST_LOGS_ROOT/<name> and keeps only the newest KEEP_LOGS copies. */
+function keepLogs(stateDir: string, name: string): void {
+  try {
+    mkdirSync(TEST_LOGS_ROOT, { recursive: true });
+    cpSync(join(stateDir, "logs"), join(TEST_LOGS_ROOT, name), { recursive: true });
+    const old = readdirSync(TEST_LOGS_ROOT)
+      .map((n) => ({ n, t: statSync(join(TEST_LOGS_ROOT, n)).mtimeMs }))
+      .sort((a, b) => b.t - a.t)
+      .slice(KEEP_LOGS);
+    for (const o of old) rmSync(join(TEST_LOGS_ROOT, o.n), { recursive: true, force: true });
+  } catch {
+    // no logs (the cluster never came up): nothing to keep
+  }
+}
+
 /** Which test process owns each test cluster (kept outside the state folder, which `up` rewrites). */
 const OWNERS = "/var/lib/weft-test-owners";
 
@@ -225,6 +244,8 @@ export class TestCluster {
 
   async down(): Promise<CliResult> {
     for (const p of this.outsideProcs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+    keepLogs(this.stateDir, this.name);
+    console.log(`# logs of ${this.name} kept in ${join(TEST_LOGS_ROOT, this.name)}`);
     const r = await weft(["down", "--cluster", this.name]);
     rmSync(join(OWNERS, this.name), { force: true });
     return r;
