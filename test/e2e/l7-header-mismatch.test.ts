@@ -98,6 +98,10 @@ describe("headerMatches mismatch actions through the node proxies", () => {
     for (const n of ["node-1", "node-2"]) {
       const t = (await getJson<{ total: Record<string, number> }>(join(c.stateDir, "run", n, "proxy-admin.sock"), "/stats", 5000))?.total ?? {};
       stats.push(`${n} proxy: ${JSON.stringify(Object.fromEntries(Object.entries(t).filter(([, v]) => v !== 0)))}`);
+      const workers = await getJson<unknown>(join(c.stateDir, "run", n, "proxy-admin.sock"), "/workers", 5000);
+      // Recv-Q of the listener: connections the kernel queued that no worker accepted yet.
+      const listener = (await c.execNode(n, ["ss", "-ltn", "sport = :15001"])).stdout.trim().split("\n").slice(1).join(" | ");
+      stats.push(`${n} proxy workers: ${JSON.stringify(workers)}; listener: ${listener}`);
     }
     return [...flows.map((f) => `flow: ${f.Summary ?? ""} ${f.verdict} ${f.drop_reason_desc ?? ""} ${f.node_name ?? ""}`), ...stats].join("\n");
   };
