@@ -3,7 +3,7 @@
 // translation logic that bpf/sock.c's cgroup hooks call. Maps are declared once, here; their
 // TypeScript mirrors are src/datapath/maps/lb.ts and docs/services.md describes them.
 // The agent writes lb4_services, lb4_backends, lb4_maglev; the hooks write lb4_affinity,
-// lb4_revnat and lb4_conns. Nothing here ever acts outside a namespace in netns_managed.
+// lb4_revnat. Nothing here ever acts outside a namespace in netns_managed.
 #ifndef WEFT_LB_H
 #define WEFT_LB_H
 
@@ -106,22 +106,6 @@ struct lb4_revnat {
 	__u32 service_id;
 };
 
-// One translated connection, for the node proxy: key = the client socket's cookie
-// (bpf_get_socket_cookie; SO_COOKIE from user space).
-struct lb4_conn {
-	__u64 netns_cookie; // the client's namespace
-	__be32 vip;
-	__be32 backend_address;
-	__be16 vport;
-	__be16 backend_port;
-	__u8 proto;
-	__u8 pad[3];
-	__u32 service_id;
-	__u32 backend_id;
-	__u32 identity; // the client's security identity (from netns_managed; 0 = not known yet)
-	__u32 pad2;
-};
-
 // The two maps the agent fills in bulk are preallocated (an insert takes an element from the map's
 // own pool: ~4x cheaper than the kernel allocator for a 50k-entry sync). 65536 is only the default
 // (Cilium's --bpf-lb-map-max): the loader sets the size before creation (weft-bpf load
@@ -161,13 +145,6 @@ struct {
 	__type(key, struct lb4_revnat_key);
 	__type(value, struct lb4_revnat);
 } lb4_revnat SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 131072);
-	__type(key, __u64); // client socket cookie
-	__type(value, struct lb4_conn);
-} lb4_conns SEC(".maps");
 
 // ---- hashing: Linux's jhash_3words; src/datapath/maglev.ts flowHash computes the same ----------
 
@@ -342,19 +319,6 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 		.service_id = svc->service_id,
 	};
 	bpf_map_update_elem(&lb4_revnat, &rkey, &rval, BPF_ANY);
-
-	struct lb4_conn conn = {
-		.netns_cookie = netns_cookie,
-		.vip = key.address,
-		.backend_address = be->address,
-		.vport = key.dport,
-		.backend_port = be->port,
-		.proto = proto,
-		.service_id = svc->service_id,
-		.backend_id = backend_id,
-		.identity = ns->identity,
-	};
-	bpf_map_update_elem(&lb4_conns, &sock_cookie, &conn, BPF_ANY);
 
 	out->vip = key.address;
 	out->vport = key.dport;

@@ -19,7 +19,6 @@ export const RUNTIME_MAPS: Record<string, string> = {
   weft_events_lost: "lost-event counters",
   lb4_affinity: "affinity records made by connects",
   lb4_revnat: "reverse NAT records of connected sockets",
-  lb4_conns: "per-socket connection records",
   lb4_nodeport_nat: "NodePort flows",
   weft_proxy_origin: "original destinations of proxied connections",
   weft_proxy_pending: "proxied connections waiting for sock_ops",

@@ -12,7 +12,6 @@ export const LB_MAPS = {
   maglev: "lb4_maglev",
   affinity: "lb4_affinity",
   revnat: "lb4_revnat",
-  conns: "lb4_conns",
   netns: "netns_managed",
 } as const;
 
@@ -114,27 +113,13 @@ export const lb4Revnat = defineStruct("lb4_revnat", [
   ["service_id", "u32"],
 ] as const);
 
-export const lb4Conn = defineStruct("lb4_conn", [
-  ["netns_cookie", "u64"],
-  ["vip", "ipv4"],
-  ["backend_address", "ipv4"],
-  ["vport", "be16"],
-  ["backend_port", "be16"],
-  ["proto", "u8"],
-  ["pad", { bytes: 3 }],
-  ["service_id", "u32"],
-  ["backend_id", "u32"],
-  ["identity", "u32"],
-  ["pad2", "u32"],
-] as const);
-
 export const netnsInfo = defineStruct("netns_info", [
   ["identity", "u32"],
   ["flags", "u32"],
 ] as const);
 
 /** Every mirror of a struct in sock.o, for the BTF comparison. */
-export const LB_MIRRORS = [lb4Key, lb4Service, lb4Backend, lbMaglevKey, lbMaglevChunk, lbAffinityKey, lbAffinity, lb4RevnatKey, lb4Revnat, lb4Conn, netnsInfo];
+export const LB_MIRRORS = [lb4Key, lb4Service, lb4Backend, lbMaglevKey, lbMaglevChunk, lbAffinityKey, lbAffinity, lb4RevnatKey, lb4Revnat, netnsInfo];
 
 // ---- typed encoders ---------------------------------------------------------------------------
 
