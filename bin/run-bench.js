@@ -6,7 +6,11 @@ import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
 const named = process.argv.slice(2);
-const files = named.length ? named : readdirSync(join(root, "bench")).filter((f) => f.endsWith(".bench.ts")).map((f) => join("bench", f));
+const files = named.length
+  ? named
+  : readdirSync(join(root, "bench"))
+      .filter((f) => f.endsWith(".bench.ts"))
+      .map((f) => join("bench", f));
 let failed = 0;
 for (const f of files) {
   console.log(`[weft bench] ${f}`);

@@ -10,7 +10,9 @@ export interface BtfStruct {
 }
 
 export function btfStructs(objectFile: string): Map<string, BtfStruct> {
-  const raw = JSON.parse(execFileSync("bpftool", ["-j", "btf", "dump", "file", objectFile, "format", "raw"], { encoding: "utf8", maxBuffer: 256 * 1024 * 1024 })) as {
+  const raw = JSON.parse(
+    execFileSync("bpftool", ["-j", "btf", "dump", "file", objectFile, "format", "raw"], { encoding: "utf8", maxBuffer: 256 * 1024 * 1024 }),
+  ) as {
     types: { kind: string; name: string; size?: number; members?: { name: string; bits_offset: number }[] }[];
   };
   const out = new Map<string, BtfStruct>();
