@@ -14,6 +14,7 @@ import { createMap, dumpMap, loadObject, objectPath, pins, writeMaps } from "../
 import { flowHash, maglevTable } from "../../../src/datapath/maglev.ts";
 import { BE_TERMINATING, cookieKey, LB_MAPS, lb4Backend, lb4Key, lb4Service, netnsValue } from "../../../src/datapath/maps/lb.ts";
 import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
+import { firstLine } from "../../harness/child-lines.ts";
 import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
@@ -114,27 +115,9 @@ interface ClientResult {
   backend: string;
 }
 
-function lineFrom(child: ChildProcess, timeoutMs: number): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    let out = "";
-    let err = "";
-    const timer = setTimeout(() => reject(new Error(`no output after ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
-    child.stderr?.on("data", (d) => {
-      err += d;
-    });
-    child.stdout?.on("data", (d) => {
-      out += d;
-      const nl = out.indexOf("\n");
-      if (nl >= 0) {
-        clearTimeout(timer);
-        resolve(JSON.parse(out.slice(0, nl)));
-      }
-    });
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      if (!out.includes("\n")) reject(new Error(`exited ${code} without output; stderr: ${err}`));
-    });
-  });
+/** The child's first stdout line, as JSON. */
+async function lineFrom(child: ChildProcess, timeoutMs: number): Promise<unknown> {
+  return JSON.parse(await firstLine(child, timeoutMs));
 }
 
 function svc(name: string, clusterIP: string, extra: Partial<NonNullable<ServiceInput["spec"]>> = {}, annotations?: Record<string, string>): ServiceInput {

@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { seededRandom as rng } from "../../../src/core/random.ts";
 import { encodeMapBatch, type MapWrite } from "../../../src/datapath/loader.ts";
 import { LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../../../src/datapath/maps/lb.ts";
 import {
@@ -203,18 +204,6 @@ describe("incremental service computation", () => {
 });
 
 // ---- random edit sequences ------------------------------------------------------------------------
-
-/** mulberry32: a small seeded generator, so a failure replays. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Shape {
   name: string;
