@@ -42,20 +42,31 @@ export async function killCgroup(path: string, timeoutMs = 10_000): Promise<void
     }
   }
   const deadline = Date.now() + timeoutMs;
-  while (cgroupTreeProcs(path).length > 0 && Date.now() < deadline) {
+  // "populated 0" only once every task is released, not just gone from cgroup.procs: until then
+  // the cgroups cannot be removed.
+  while ((cgroupTreeProcs(path).length > 0 || populated(path)) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
 
-/** Removes a cgroup subtree bottom-up (it must be empty of processes). */
-export function removeCgroupTree(path: string): void {
-  if (!existsSync(path)) return;
+function populated(path: string): boolean {
+  try {
+    return /^populated 1$/m.test(readFileSync(join(path, "cgroup.events"), "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+/** Removes a cgroup subtree bottom-up (it must be empty of processes); true when it is gone. */
+export function removeCgroupTree(path: string): boolean {
+  if (!existsSync(path)) return true;
   for (const e of readdirSync(path, { withFileTypes: true })) {
     if (e.isDirectory()) removeCgroupTree(join(path, e.name));
   }
   try {
     rmdirSync(path);
   } catch {}
+  return !existsSync(path);
 }
 
 export function podCgroup(cluster: string, node: string, uid: string): string {

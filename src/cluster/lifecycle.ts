@@ -123,11 +123,22 @@ export async function waitForPods(cfg: ClusterConfig, seconds: number, step: (ms
 export async function down(cluster: string): Promise<{ netns: string[] }> {
   await killCgroup(cgroupDir(cluster));
   const netns = await removeClusterNetwork(cluster);
-  removeCgroupTree(cgroupDir(cluster));
+  // A task still being released keeps its cgroup busy for a moment: retry for up to 5 s.
+  let cgroupsGone = removeCgroupTree(cgroupDir(cluster));
+  for (let i = 0; !cgroupsGone && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    cgroupsGone = removeCgroupTree(cgroupDir(cluster));
+  }
   removeIfEmpty(join(CGROUP_ROOT, "weft"));
   rmSync(bpfPinDir(cluster), { recursive: true, force: true });
   removeIfEmpty(join(BPF_ROOT, "weft"));
   rmSync(clusterDir(cluster), { recursive: true, force: true });
+  if (!cgroupsGone) {
+    throw new WeftError(
+      "WEFT_CLUSTER_STATE",
+      `cluster ${cluster} removed except its cgroups: ${cgroupDir(cluster)} stays busy (run weft down --cluster ${cluster} again)`,
+    );
+  }
   return { netns };
 }
 

@@ -70,9 +70,14 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** The names TestCluster.start gives. */
+const TEST_NAME = /^t[0-9a-f]{8}$/;
+
 /** Removes test clusters whose creating test process is gone (a killed earlier run). */
 export async function removeStaleClusters(): Promise<string[]> {
-  const names = new Set([...listDir(TEST_STATE_ROOT), ...listDir(OWNERS)]);
+  // Test clusters' cgroups too: a `down` that could not remove them leaves no state folder.
+  const cgroups = listDir("/sys/fs/cgroup/unified/weft").filter((n) => TEST_NAME.test(n));
+  const names = new Set([...listDir(TEST_STATE_ROOT), ...listDir(OWNERS), ...cgroups]);
   const removed: string[] = [];
   for (const name of names) {
     const owner = Number(readFileSafe(join(OWNERS, name)) || 0);
@@ -247,6 +252,7 @@ export class TestCluster {
     keepLogs(this.stateDir, this.name);
     console.log(`# logs of ${this.name} kept in ${join(TEST_LOGS_ROOT, this.name)}`);
     const r = await weft(["down", "--cluster", this.name]);
+    if (r.code !== 0) console.log(`# weft down --cluster ${this.name} failed: ${r.stderr.trim()}`);
     rmSync(join(OWNERS, this.name), { force: true });
     return r;
   }
