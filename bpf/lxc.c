@@ -18,6 +18,7 @@
 #include "conntrack.h"
 #include "events.h"
 #include "proxy.h"
+#include "proxy_ingress.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -329,11 +330,11 @@ static __always_inline int overlay_to_proxy(struct __sk_buff *skb, __u32 tunnel_
 	struct proxy_config *cfg = proxy_config_enabled();
 	struct endpoint_value *ep;
 	struct policy_verdict pv;
-	struct proxy4_origin *o;
 	struct weft_event ev;
 	struct pkt p;
 	__u32 remote;
-	__u16 port;
+	__u16 port = 0;
+	int r;
 
 	if (!cfg || parse(skb, &p) || p.tuple.proto != IPPROTO_TCP || !p.l4_ok)
 		return 0;
@@ -347,34 +348,12 @@ static __always_inline int overlay_to_proxy(struct __sk_buff *skb, __u32 tunnel_
 		.dport = p.tuple.dport,
 		.proto = IPPROTO_TCP,
 	};
-	if ((p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN) {
-		o = proxy_origin_lookup(&key);
-		if (!o || !(o->flags & PROXY_ORIGIN_TC))
-			return 0;
-		return 1; // routed locally, the stack finds the proxy's socket for this 4-tuple
-
-	}
+	if ((p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN)
+		return proxy_ingress_follow(&key);
 	remote = tunnel_id ? tunnel_id : ipcache_identity(p.tuple.saddr);
-	policy_decide(&pv, ep->identity, remote, POLICY_DIR_INGRESS, IPPROTO_TCP, p.policy_port,
-		      ep->flags & EP_F_ENFORCE_INGRESS, ep->flags & EP_F_AUDIT_INGRESS);
-	if (pv.verdict != VERDICT_FORWARDED || !pv.redirect) {
-		bpf_map_delete_elem(&weft_proxy_origin, &key); // no stale record may steer this new flow
+	r = proxy_ingress_syn(skb, cfg, ep, &key, remote, p.policy_port, &pv, &port);
+	if (r == 0)
 		return 0; // lxc_to_endpoint decides and reports, as for any flow
-	}
-	struct proxy4_origin rec = {
-		.orig_address = p.tuple.daddr,
-		.backend_address = p.tuple.daddr,
-		.orig_port = p.tuple.dport,
-		.backend_port = p.tuple.dport,
-		.src_identity = remote,
-		.dst_identity = ep->identity,
-		.ingress_cookie = pv.cookie,
-		.directions = PROXY_DIR_INGRESS,
-		.flags = PROXY_ORIGIN_TC,
-		.proto = IPPROTO_TCP,
-	};
-	bpf_map_update_elem(&weft_proxy_origin, &key, &rec, BPF_ANY);
-	port = pv.proxy_port ? pv.proxy_port : bpf_ntohs(cfg->port);
 	fill_event(&ev, skb, &p, EVENT_POLICY_VERDICT, POLICY_DIR_INGRESS, OBS_FROM_OVERLAY);
 	ev.match = pv.match;
 	ev.src_identity = remote;
@@ -383,15 +362,14 @@ static __always_inline int overlay_to_proxy(struct __sk_buff *skb, __u32 tunnel_
 	ev.endpoint_id = ep->endpoint_id;
 	ev.proxy_port = port;
 	ev.flags = ev_flags | EV_F_REDIRECT;
-	if (proxy_assign(skb, cfg, p.tuple.saddr, p.tuple.daddr, p.tuple.sport, p.tuple.dport, port) < 0) {
+	if (r < 0) {
 		ev.verdict = VERDICT_DROPPED;
 		ev.drop_reason = DROP_POLICY; // L7 rules apply and the proxy has no listener: never bypass it
-		events_emit(&ev);
-		return -1;
+	} else {
+		ev.verdict = VERDICT_FORWARDED;
 	}
-	ev.verdict = VERDICT_FORWARDED;
 	events_emit(&ev);
-	return 1;
+	return r;
 }
 
 // vx0 ingress. With vx0 in external (collect_metadata) mode every packet carries its tunnel key;

@@ -14,6 +14,7 @@
 #include "policy.h"
 #include "ipcache.h"
 #include "proxy.h"
+#include "proxy_ingress.h"
 
 #define REDIRECT_AF_INET 2
 // proxy4_origin.flags (with lib/proxy.h's PROXY_ORIGIN_*): the service asks for L7 load balancing
@@ -176,8 +177,7 @@ static __always_inline int redirect4_from_netdev(struct __sk_buff *skb, __be32 s
 	struct proxy_config *cfg = proxy_config_enabled();
 	struct endpoint_value *ep;
 	struct policy_verdict pv;
-	struct proxy4_origin *o;
-	__u32 remote;
+	__u16 port;
 
 	if (!cfg)
 		return 0;
@@ -185,35 +185,9 @@ static __always_inline int redirect4_from_netdev(struct __sk_buff *skb, __be32 s
 	if (!ep)
 		return 0;
 	struct proxy4_key key = { .saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport, .proto = IPPROTO_TCP };
-	if ((tcp_flags & (REDIRECT_TCP_SYN | REDIRECT_TCP_ACK)) != REDIRECT_TCP_SYN) {
-		o = proxy_origin_lookup(&key);
-		return o && (o->flags & PROXY_ORIGIN_TC) ? 1 : 0; // the stack finds the proxy's socket
-	}
-	remote = ipcache_identity(saddr);
-	policy_decide(&pv, ep->identity, remote, POLICY_DIR_INGRESS, IPPROTO_TCP, bpf_ntohs(dport),
-		      ep->flags & EP_F_ENFORCE_INGRESS, ep->flags & EP_F_AUDIT_INGRESS);
-	if (pv.verdict != VERDICT_FORWARDED || !pv.redirect) {
-		bpf_map_delete_elem(&weft_proxy_origin, &key); // no stale record may steer this new flow
-		return 0;
-	}
-	struct proxy4_origin rec = {
-		.orig_address = daddr,
-		.backend_address = daddr,
-		.orig_port = dport,
-		.backend_port = dport,
-		.src_identity = remote,
-		.dst_identity = ep->identity,
-		.ingress_cookie = pv.cookie,
-		.directions = PROXY_DIR_INGRESS,
-		.flags = PROXY_ORIGIN_TC,
-		.proto = IPPROTO_TCP,
-	};
-	bpf_map_update_elem(&weft_proxy_origin, &key, &rec, BPF_ANY);
-	if (proxy_assign(skb, cfg, saddr, daddr, sport, dport, pv.proxy_port ? pv.proxy_port : bpf_ntohs(cfg->port)) < 0) {
-		bpf_map_delete_elem(&weft_proxy_origin, &key);
-		return -1;
-	}
-	return 1;
+	if ((tcp_flags & (REDIRECT_TCP_SYN | REDIRECT_TCP_ACK)) != REDIRECT_TCP_SYN)
+		return proxy_ingress_follow(&key);
+	return proxy_ingress_syn(skb, cfg, ep, &key, ipcache_identity(saddr), bpf_ntohs(dport), &pv, &port);
 }
 
 #endif
