@@ -117,6 +117,10 @@ export class Kubelet {
       env.WEFT_PROXY_LISTEN_FD = "3";
       // The nodes share this machine's cores.
       env.WEFT_PROXY_WORKERS ??= String(Math.max(1, Math.floor(availableParallelism() / this.cfg.nodes.length)));
+      // SIGUSR2 makes a worker (or the supervisor) write a Node diagnostic report (JS stack, handles)
+      // into the node's logs: for a proxy that stops answering.
+      env.NODE_OPTIONS =
+        `${env.NODE_OPTIONS ?? ""} --report-on-signal --report-signal=SIGUSR2 --report-directory=${logDir(this.cfg.stateDir, "nodes", this.node.name)}`.trim();
     }
     const [cmd, argv] = spawnIn(cg, undefined, program);
     const child = spawn(cmd, argv, { stdio: ["ignore", logFd, logFd], env });

@@ -9,7 +9,6 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { getJson } from "../../src/core/unix-http.ts";
 import { type PodJson, REPO, TestCluster } from "../harness/cluster.ts";
 
 const POLICY = `apiVersion: cilium.io/v2
@@ -91,21 +90,6 @@ describe("headerMatches mismatch actions through the node proxies", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** What the datapath and the proxies saw of traffic to `ip`: for a failure's message. */
-  const diagnose = async (ip: string) => {
-    const flows = (await c.flows({ last: 400 })).filter((f) => f.IP?.destination === ip || f.IP?.source === ip).slice(-12);
-    const stats = [];
-    for (const n of ["node-1", "node-2"]) {
-      const t = (await getJson<{ total: Record<string, number> }>(join(c.stateDir, "run", n, "proxy-admin.sock"), "/stats", 5000))?.total ?? {};
-      stats.push(`${n} proxy: ${JSON.stringify(Object.fromEntries(Object.entries(t).filter(([, v]) => v !== 0)))}`);
-      const workers = await getJson<unknown>(join(c.stateDir, "run", n, "proxy-admin.sock"), "/workers", 5000);
-      // Recv-Q of the listener: connections the kernel queued that no worker accepted yet.
-      const listener = (await c.execNode(n, ["ss", "-ltn", "sport = :15001"])).stdout.trim().split("\n").slice(1).join(" | ");
-      stats.push(`${n} proxy workers: ${JSON.stringify(workers)}; listener: ${listener}`);
-    }
-    return [...flows.map((f) => `flow: ${f.Summary ?? ""} ${f.verdict} ${f.drop_reason_desc ?? ""} ${f.node_name ?? ""}`), ...stats].join("\n");
-  };
-
   /** curl from client-1; `h2`: HTTP/2 with prior knowledge. Returns the status and the echo's JSON. */
   const curl = async (ip: string, path: string, headers: Record<string, string>, h2: boolean) => {
     const args = ["curl", "-s", "--max-time", "5", ...(h2 ? ["--http2-prior-knowledge"] : []), "-w", "\n%{http_code}"];
@@ -134,7 +118,7 @@ describe("headerMatches mismatch actions through the node proxies", () => {
         const ip = pod.status.podIP as string;
         for (const k of cases) {
           const r = await curl(ip, k.path, k.send, h2);
-          if (r.code !== "200") console.log(`# ${k.name} → ${ip}: ${r.code}\n${await diagnose(ip)}`);
+          if (r.code !== "200") console.log(`# ${k.name} → ${ip}: ${r.code}\n${await c.diagnoseProxies(ip)}`);
           assert.equal(r.code, "200", `${k.name} → ${pod.metadata.name}: ${r.body}`);
           const e = r.echoed as Echoed;
           assert.equal(e.path, k.path);

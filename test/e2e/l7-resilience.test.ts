@@ -62,15 +62,20 @@ describe("the node proxy under load: worker kill and config push", () => {
   /** Waits until both generators' connections reached node-1's proxy and requests flow. */
   const loadRunning = async () => {
     const base = await stats();
-    await c.waitFor(
-      "load reaching node-1's proxy",
-      async () => {
-        const now = await stats();
-        const delta = (k: string) => (now[k] ?? 0) - (base[k] ?? 0);
-        return delta("downstream_cx_total") >= 2 * CLIENTS && delta("downstream_rq_total") >= 300;
-      },
-      30_000,
-    );
+    await c
+      .waitFor(
+        "load reaching node-1's proxy",
+        async () => {
+          const now = await stats();
+          const delta = (k: string) => (now[k] ?? 0) - (base[k] ?? 0);
+          return delta("downstream_cx_total") >= 2 * CLIENTS && delta("downstream_rq_total") >= 300;
+        },
+        30_000,
+      )
+      .catch(async (e) => {
+        console.log(`# ${await c.diagnoseProxies(target, ["node-1"])}`);
+        throw e;
+      });
     await new Promise((r) => setTimeout(r, 500));
   };
   const expected = (p: number, toggleAllowed: boolean) => (p === 0 || (p === 2 && toggleAllowed) ? 200 : 403);

@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { getJson } from "../../src/core/unix-http.ts";
 import type { Flow } from "../../src/observe/flow.ts";
 
 export const REPO = new URL("../..", import.meta.url).pathname;
@@ -196,6 +197,39 @@ export class TestCluster {
         }),
       timeoutMs,
     );
+  }
+
+  /**
+   * What the node proxies and the datapath show, for a failure's message: each proxy's non-zero
+   * counters and workers (state and CPU time from /proc), its listener's accept queue, and the
+   * flows to or from `ip`. Each worker is asked for a Node diagnostic report (its JS stack), which
+   * lands in the node's logs (kept after down: TEST_LOGS_ROOT); a worker spinning in JavaScript
+   * writes none (the signal waits for its event loop), and its growing CPU time tells instead.
+   */
+  async diagnoseProxies(ip?: string, nodes: string[] = ["node-1", "node-2"]): Promise<string> {
+    const out: string[] = [];
+    for (const n of nodes) {
+      const admin = join(this.stateDir, "run", n, "proxy-admin.sock");
+      const t = (await getJson<{ total: Record<string, number> }>(admin, "/stats", 5000))?.total;
+      out.push(`${n} proxy counters: ${t ? JSON.stringify(Object.fromEntries(Object.entries(t).filter(([, v]) => v !== 0))) : "no answer"}`);
+      const w = await getJson<{ pids: (number | undefined)[]; ready: number; restarts: number }>(admin, "/workers", 5000);
+      for (const pid of w?.pids ?? []) {
+        if (!pid) continue;
+        const stat = readFileSafe(`/proc/${pid}/stat`).split(") ")[1]?.split(" ") ?? [];
+        out.push(`${n} worker ${pid}: state ${stat[0] ?? "?"}, utime ${stat[11] ?? "?"} stime ${stat[12] ?? "?"} ticks`);
+        try {
+          process.kill(pid, "SIGUSR2"); // --report-on-signal (set by the kubelet): a report in the node's logs
+        } catch {}
+      }
+      out.push(`${n} workers: ${JSON.stringify(w ?? "no answer")}`);
+      const listener = (await this.execNode(n, ["ss", "-ltn", "sport = :15001"])).stdout.trim().split("\n").slice(1).join(" | ");
+      out.push(`${n} listener (Recv-Q = connections not accepted yet): ${listener}`);
+    }
+    if (ip) {
+      const flows = (await this.flows({ last: 400 })).filter((f) => f.IP?.destination === ip || f.IP?.source === ip).slice(-12);
+      for (const f of flows) out.push(`flow: ${f.Summary ?? ""} ${f.verdict} ${f.drop_reason_desc ?? ""} ${f.node_name ?? ""}`);
+    }
+    return out.join("\n");
   }
 
   /** The last flows of every node, as `weft observe -o json` prints them. */
