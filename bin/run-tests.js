@@ -2,7 +2,8 @@
 // The whole test command (`npm test`): type check, then every test/**/*.test.ts under node:test.
 // Arguments narrow the run to files under the given paths: `npm test -- test/unit`.
 import { spawnSync } from "node:child_process";
-import { readdirSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -34,9 +35,21 @@ if (tsc.status !== 0) {
 }
 
 console.log(`[weft test] ${files.length} test files`);
-const run = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=1800000", ...files], {
-  stdio: "inherit",
-  env: { ...process.env, WEFT_TEST: "1" },
-});
+// TAP goes to the terminal as it comes; failures are also collected and repeated at the end.
+const summaryDir = mkdtempSync(join(tmpdir(), "weft-test-"));
+const failures = join(summaryDir, "failures.txt");
+const reporters = ["--test-reporter=tap", "--test-reporter-destination=stdout"];
+reporters.push(`--test-reporter=${join(root, "bin/failure-summary.mjs")}`, `--test-reporter-destination=${failures}`);
+const run = spawnSync(
+  process.execPath,
+  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=1800000", ...reporters, ...files],
+  { stdio: "inherit", env: { ...process.env, WEFT_TEST: "1" } },
+);
+let failed = "";
+try {
+  failed = readFileSync(failures, "utf8");
+} catch {}
+rmSync(summaryDir, { recursive: true, force: true });
+if (failed) console.log(`\n[weft test] failed:\n${failed}`);
 console.log(`[weft test] finished in ${((Date.now() - started) / 1000).toFixed(1)}s`);
 process.exit(run.status ?? 1);
