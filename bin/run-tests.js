@@ -2,7 +2,7 @@
 // The whole test command (`npm test`): type check, then every test/**/*.test.ts under node:test.
 // Arguments narrow the run to files under the given paths: `npm test -- test/unit`.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 
@@ -40,11 +40,10 @@ const summaryDir = mkdtempSync(join(tmpdir(), "weft-test-"));
 const failures = join(summaryDir, "failures.txt");
 const reporters = ["--test-reporter=tap", "--test-reporter-destination=stdout"];
 reporters.push(`--test-reporter=${join(root, "bin/failure-summary.mjs")}`, `--test-reporter-destination=${failures}`);
-const run = spawnSync(
-  process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=1800000", ...reporters, ...files],
-  { stdio: "inherit", env: { ...process.env, WEFT_TEST: "1" } },
-);
+const run = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=1800000", ...reporters, ...files], {
+  stdio: "inherit",
+  env: { ...process.env, WEFT_TEST: "1" },
+});
 let failed = "";
 try {
   failed = readFileSync(failures, "utf8");
