@@ -861,42 +861,94 @@ export async function netnsCookie(netns: string): Promise<bigint> {
 
 // ---- single-key lookups (the proxy's accept path) -----------------------------------------------
 
-/** A long-lived lookup channel to one pinned map: one helper process, one line per lookup. */
-export class MapLookup {
-  private readonly child: ChildProcess;
-  private readonly waiting: ((line: string) => void)[] = [];
-  private buffered = "";
+/** Shortest time between two starts of a lookup helper (a missing pin must not cost a fork per lookup). */
+const LOOKUP_RESPAWN_MS = 250;
 
-  constructor(readonly mapPin: string) {
-    this.child = spawn(helperPath(), ["map-lookup-server", mapPin], { stdio: ["pipe", "pipe", "pipe"] });
-    this.child.stdin?.on("error", () => {});
-    this.child.stdout?.setEncoding("utf8").on("data", (d: string) => {
-      this.buffered += d;
-      for (let nl = this.buffered.indexOf("\n"); nl >= 0; nl = this.buffered.indexOf("\n")) {
-        const line = this.buffered.slice(0, nl);
-        this.buffered = this.buffered.slice(nl + 1);
-        this.waiting.shift()?.(line);
-      }
-    });
-    this.child.on("exit", () => {
-      for (const w of this.waiting.splice(0)) w("-");
-    });
-    this.child.unref();
-    (this.child.stdout as unknown as { unref?: () => void })?.unref?.();
+/** One lookup helper process and the answers it still owes, in order. */
+interface LookupChannel {
+  child: ChildProcess;
+  waiting: ((line: string) => void)[];
+}
+
+/** An idle helper does not keep its process alive; one that owes answers does. */
+function holdLoop(ch: LookupChannel, hold: boolean): void {
+  const stdout = ch.child.stdout as unknown as { ref?: () => void; unref?: () => void } | null;
+  if (hold) {
+    ch.child.ref();
+    stdout?.ref?.();
+  } else {
+    ch.child.unref();
+    stdout?.unref?.();
+  }
+}
+
+/**
+ * A long-lived lookup channel to one pinned map: one helper process, one line per lookup. A helper
+ * that exits (the pin did not exist yet when it started, or it was killed) is started again on the
+ * next lookup, at most every LOOKUP_RESPAWN_MS; lookups while there is none answer "absent", and
+ * `onProblem` hears why it exited. The channel never stays dead for the life of its process.
+ */
+export class MapLookup {
+  private channel?: LookupChannel;
+  private lastStart = Number.NEGATIVE_INFINITY;
+  private closed = false;
+
+  constructor(
+    readonly mapPin: string,
+    private readonly onProblem: (message: string) => void = () => {},
+  ) {
+    this.open();
   }
 
-  /** The value stored under `key`, or undefined when absent (or the channel is closed). */
+  private open(): LookupChannel | undefined {
+    const live = this.channel;
+    if (live && live.child.exitCode === null && live.child.signalCode === null) return live;
+    if (this.closed || performance.now() - this.lastStart < LOOKUP_RESPAWN_MS) return undefined;
+    this.lastStart = performance.now();
+    const child = spawn(helperPath(), ["map-lookup-server", this.mapPin], { stdio: ["pipe", "pipe", "pipe"] });
+    const ch: LookupChannel = { child, waiting: [] };
+    this.channel = ch;
+    let buffered = "";
+    let stderr = "";
+    child.stdin?.on("error", () => {});
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+      buffered += d;
+      for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        ch.waiting.shift()?.(line);
+      }
+      if (ch.waiting.length === 0) holdLoop(ch, false);
+    });
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      stderr = (stderr + d).slice(-500);
+    });
+    child.on("error", (err) => this.onProblem(`map lookup helper for ${this.mapPin} failed to start: ${err.message}`));
+    child.on("exit", (code, signal) => {
+      for (const w of ch.waiting.splice(0)) w("-");
+      const why = `${signal ?? `code ${code}`}): ${stderr.trim() || "no message"}`;
+      if (!this.closed) this.onProblem(`map lookup helper for ${this.mapPin} exited (${why}; started again on the next lookup`);
+    });
+    holdLoop(ch, false);
+    (child.stderr as unknown as { unref?: () => void })?.unref?.();
+    return ch;
+  }
+
+  /** The value stored under `key`, or undefined when absent (or no helper runs at the moment). */
   lookup(key: Buffer): Promise<Buffer | undefined> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve(undefined);
+    const ch = this.open();
+    if (!ch) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      this.waiting.push((line) => resolve(line === "-" || line === "" ? undefined : Buffer.from(line, "hex")));
-      this.child.stdin?.write(`${key.toString("hex")}\n`);
+      if (ch.waiting.length === 0) holdLoop(ch, true);
+      ch.waiting.push((line) => resolve(line === "-" || line === "" ? undefined : Buffer.from(line, "hex")));
+      ch.child.stdin?.write(`${key.toString("hex")}\n`);
     });
   }
 
   close(): void {
-    this.child.stdin?.end();
-    this.child.kill("SIGTERM");
+    this.closed = true;
+    this.channel?.child.stdin?.end();
+    this.channel?.child.kill("SIGTERM");
   }
 }
 

@@ -11,8 +11,9 @@ import type { ProxyPorts } from "./proxy-ports.ts";
 export class KernelRedirects implements Redirects {
   private readonly origin: MapLookup;
 
-  constructor(root: string) {
-    this.origin = new MapLookup(pins.map(root, PROXY_MAPS.origin));
+  /** `onProblem` hears when the lookup helper exits (until it runs, every connection is refused). */
+  constructor(root: string, onProblem?: (message: string) => void) {
+    this.origin = new MapLookup(pins.map(root, PROXY_MAPS.origin), onProblem);
   }
 
   async lookup(remoteAddr: string, remotePort: number, localAddr: string, localPort: number): Promise<RedirectRecord | undefined> {

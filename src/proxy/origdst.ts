@@ -121,19 +121,12 @@ export class FileRedirects implements Redirects {
 }
 
 /**
- * ADAPTER POINT: the kernel's records, written by the socket hooks into a BPF map
- * (src/datapath/redirect.ts: `lookupOrigin(root, {remoteAddress, remotePort, localAddress,
- * localPort})` → ProxyOrigin). Map it as {vip: origAddress, vport: origPort, backend:
- * backendAddress, bport: backendPort, identity: srcIdentity, directions: [{egress, subject:
- * srcIdentity, peer: dstIdentity}, {ingress, subject: dstIdentity, peer: srcIdentity}]} — both
- * directions always: the agent serves L7 policies only for identities with endpoints on this node,
- * so the remote side's set is simply absent. Needs a single-key lookup for the hot path
- * (lookupOrigin dumps the whole map). Until wired, no connection has a record, so every
- * connection is refused (fail closed, as the proxy behaved before it had a source).
+ * Where records come from: a JSON file (tests), or the kernel's origin map, filed by the socket
+ * hooks and tc (src/proxy/kernel.ts reads one key per accepted connection over a long-lived helper
+ * channel). A connection without a record is refused: fail closed.
  */
-
 export type RedirectSource = { kind: "file"; path: string } | { kind: "kernel"; root: string };
 
-export function openRedirects(src: RedirectSource): Redirects {
-  return src.kind === "file" ? new FileRedirects(src.path) : new KernelRedirects(src.root);
+export function openRedirects(src: RedirectSource, onProblem?: (message: string) => void): Redirects {
+  return src.kind === "file" ? new FileRedirects(src.path) : new KernelRedirects(src.root, onProblem);
 }

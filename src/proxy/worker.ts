@@ -80,7 +80,7 @@ export async function runWorker(opts: WorkerOptions, me: WorkerIdentity, log: Lo
   const flows: FlowSink = opts.flowSocket ? new UnixHttpFlowSink({ socketPath: opts.flowSocket }) : new NullFlowSink();
   const ctx: ProxyContext = {
     snapshot: () => snapshot,
-    redirects: openRedirects(opts.redirects),
+    redirects: openRedirects(opts.redirects, (problem) => log.warn("redirect records unreadable", { problem })),
     h1: new H1Pool(ports, alloc, stats),
     h2: new H2Pool(ports, alloc, stats),
     flows,
