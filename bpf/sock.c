@@ -14,20 +14,26 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx)
 {
+	struct lb4_caller caller = {};
 	struct lb4_choice choice;
 
-	if (!lb4_translate_ex(ctx, &choice))
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return 1;
+	if (!lb4_translate_ex(ctx, &caller, 1, &choice))
 		return 0;
-	return redirect4_connect(ctx, &choice);
+	return redirect4_connect(ctx, &caller, &choice);
 }
 
 SEC("cgroup/sendmsg4")
 int sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
+	struct lb4_caller caller = {};
+	struct lb4_choice choice;
+
 	// Only unconnected UDP sends reach this hook with an address of their own.
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	return lb4_translate(ctx);
+	return lb4_translate_ex(ctx, &caller, 0, &choice);
 }
 
 SEC("cgroup/recvmsg4")

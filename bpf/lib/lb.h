@@ -3,7 +3,7 @@
 // translation logic that bpf/sock.c's cgroup hooks call. Maps are declared once, here; their
 // TypeScript mirrors are src/datapath/maps/lb.ts and docs/services.md describes them.
 // The agent writes lb4_services, lb4_backends, lb4_maglev; the hooks write lb4_affinity,
-// lb4_revnat. Nothing here ever acts outside a namespace in netns_managed.
+// lb4_revnat_conn and lb4_revnat. Nothing here ever acts outside a namespace in netns_managed.
 #ifndef WEFT_LB_H
 #define WEFT_LB_H
 
@@ -90,7 +90,9 @@ struct lb_affinity {
 };
 
 // Reverse translation for getpeername4/recvmsg4: (socket, backend) → the VIP the app asked for.
-// Keyed by backend too, because an unconnected UDP socket may talk to several services.
+// A connected socket (connect4: TCP, connected UDP) has one peer: its record is in
+// lb4_revnat_conn. lb4_revnat, keyed by backend too, holds unconnected UDP sends (one socket may
+// talk to several services).
 struct lb4_revnat_key {
 	__u64 sock_cookie;
 	__be32 address; // backend
@@ -105,6 +107,19 @@ struct lb4_revnat {
 	__u8 pad;
 	__u32 service_id;
 };
+
+// A connected socket's reverse translation: the peer it was sent to (the backend, or the proxy when
+// redirected) and what the app asked for, in lb4_revnat_conn's slot for its cookie.
+struct lb4_conn_revnat {
+	__u64 sock_cookie;   // whose record this is: a slot is taken over by a later socket
+	__be32 peer_address; // backend, or the proxy's listener (lib/redirect.h)
+	__be16 peer_port;
+	__u16 pad;
+	struct lb4_revnat rev;
+	__u32 pad2;
+};
+
+#define LB_REVNAT_CONN_SLOTS 262144 // a power of two: slot = cookie & (slots - 1)
 
 // The two maps the agent fills in bulk are preallocated (an insert takes an element from the map's
 // own pool: ~4x cheaper than the kernel allocator for a 50k-entry sync). 65536 is only the default
@@ -145,6 +160,41 @@ struct {
 	__type(key, struct lb4_revnat_key);
 	__type(value, struct lb4_revnat);
 } lb4_revnat SEC(".maps");
+
+// Connected sockets' records, direct-mapped by socket cookie (cookies are unique and handed out in
+// increasing order, so a slot is taken over only after LB_REVNAT_CONN_SLOTS newer cookies). An
+// array: the write is a few stores into a preallocated slot, with no lock, no allocation and no
+// eviction work on the connect path. A reader checks cookie and peer, so a taken-over slot only
+// loses the old socket's record (getpeername then shows the backend), never shows a wrong VIP.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_REVNAT_CONN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct lb4_conn_revnat);
+} lb4_revnat_conn SEC(".maps");
+
+// Records what a socket's peer stands for: in lb4_revnat_conn when `connected` (connect4), else in
+// lb4_revnat under (cookie, peer).
+static __always_inline void lb4_revnat_record(struct bpf_sock_addr *ctx, int connected, __be32 peer_address,
+					      __be16 peer_port, const struct lb4_revnat *rev)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (connected) {
+		__u32 slot = (__u32)cookie & (LB_REVNAT_CONN_SLOTS - 1);
+		struct lb4_conn_revnat *c = bpf_map_lookup_elem(&lb4_revnat_conn, &slot);
+
+		if (c) {
+			c->sock_cookie = cookie;
+			c->peer_address = peer_address;
+			c->peer_port = peer_port;
+			c->rev = *rev;
+			return;
+		}
+	}
+	struct lb4_revnat_key rkey = { .sock_cookie = cookie, .address = peer_address, .port = peer_port };
+	bpf_map_update_elem(&lb4_revnat, &rkey, rev, BPF_ANY);
+}
 
 // ---- hashing: Linux's jhash_3words; src/datapath/maglev.ts flowHash computes the same ----------
 
@@ -259,44 +309,58 @@ struct lb4_choice {
 	__u32 backend_id;
 };
 
-// Returns 1 to let the call go on (translated or untouched), 0 after bpf_set_retval(-ECONNREFUSED).
-// `out` tells what was chosen (zeroed first).
-static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb4_choice *out)
+// The calling socket's namespace, looked up once per hook run and only when needed: a connect to
+// an address that is no service costs the frontend lookup alone (plus lib/redirect.h's check).
+struct lb4_caller {
+	struct netns_info *ns; // NULL: not a namespace Weft manages
+	__u64 netns_cookie;
+	__u8 known; // ns and netns_cookie are set
+};
+
+static __always_inline struct netns_info *lb4_caller_ns(struct bpf_sock_addr *ctx, struct lb4_caller *c)
 {
-	__u64 netns_cookie = bpf_get_netns_cookie(ctx);
-	struct netns_info *ns = netns_lookup(netns_cookie);
+	if (!c->known) {
+		c->netns_cookie = bpf_get_netns_cookie(ctx);
+		c->ns = netns_lookup(c->netns_cookie);
+		c->known = 1;
+	}
+	return c->ns;
+}
+
+// Returns 1 to let the call go on (translated or untouched), 0 after bpf_set_retval(-ECONNREFUSED).
+// `out` tells what was chosen (zeroed first). `connected`: connect4 (the reverse record goes to
+// lb4_revnat_conn), else sendmsg4 (lb4_revnat). TCP and UDP only (the caller checks).
+static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb4_caller *caller, int connected,
+					    struct lb4_choice *out)
+{
 	struct lb4_key key = {};
 	struct lb4_service *svc;
 	struct lb4_backend *be;
-	__u64 sock_cookie, now = 0;
+	__u64 now = 0;
 	__u32 backend_id = 0;
-	__u8 proto;
+	__u8 proto = ctx->protocol;
 
 	__builtin_memset(out, 0, sizeof(*out));
-	if (!ns)
-		return 1; // not a namespace Weft manages
-	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
-		return 1;
-	proto = ctx->protocol;
 	key.address = ctx->user_ip4;
 	key.dport = (__u16)ctx->user_port;
 	key.proto = proto;
 	svc = bpf_map_lookup_elem(&lb4_services, &key);
 	if (!svc)
 		return 1; // not a service address
+	if (!lb4_caller_ns(ctx, caller))
+		return 1; // not a namespace Weft manages
 	if (svc->count == 0) {
 		bpf_set_retval(-LB_ECONNREFUSED);
 		return 0;
 	}
 
-	sock_cookie = bpf_get_socket_cookie(ctx);
-	struct lb_affinity_key akey = { .netns_cookie = netns_cookie, .service_id = svc->service_id };
+	struct lb_affinity_key akey = { .netns_cookie = caller->netns_cookie, .service_id = svc->service_id };
 	if (svc->flags & LB_SVC_AFFINITY) {
 		now = bpf_ktime_get_ns();
 		backend_id = lb4_affinity_backend(&akey, svc, now);
 	}
 	if (!backend_id && (svc->flags & LB_SVC_MAGLEV))
-		backend_id = lb4_pick_maglev(svc, lb4_flow_hash(ctx, sock_cookie, proto));
+		backend_id = lb4_pick_maglev(svc, lb4_flow_hash(ctx, bpf_get_socket_cookie(ctx), proto));
 	if (!backend_id)
 		backend_id = lb4_pick_random(&key, svc);
 	be = backend_id ? bpf_map_lookup_elem(&lb4_backends, &backend_id) : NULL;
@@ -311,14 +375,13 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 		bpf_map_update_elem(&lb4_affinity, &akey, &a, BPF_ANY);
 	}
 
-	struct lb4_revnat_key rkey = { .sock_cookie = sock_cookie, .address = be->address, .port = be->port };
 	struct lb4_revnat rval = {
 		.address = key.address,
 		.port = key.dport,
 		.proto = proto,
 		.service_id = svc->service_id,
 	};
-	bpf_map_update_elem(&lb4_revnat, &rkey, &rval, BPF_ANY);
+	lb4_revnat_record(ctx, connected, be->address, be->port, &rval);
 
 	out->vip = key.address;
 	out->vport = key.dport;
@@ -330,24 +393,32 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 	return 1;
 }
 
-static __always_inline int lb4_translate(struct bpf_sock_addr *ctx)
-{
-	struct lb4_choice choice;
-
-	return lb4_translate_ex(ctx, &choice);
-}
-
 // ---- the reverse path: getpeername4 and recvmsg4 show the VIP, not the backend ------------------
 // No netns check here: only sockets translated in a managed namespace have records, and they keep
-// showing the VIP even if their namespace is unregistered meanwhile.
+// showing the VIP even if their namespace is unregistered meanwhile. First the connected socket's
+// record (for UDP only while the socket is connected: an unconnected socket's datagrams follow its
+// sendmsg records), then lb4_revnat (sendmsg4's records, and connections an older version of these
+// programs recorded there before an agent upgrade replaced them in place).
+
+#define LB_TCP_ESTABLISHED 1 // BPF_TCP_ESTABLISHED; a connected UDP socket is in this state too
 
 static __always_inline void lb4_reverse(struct bpf_sock_addr *ctx)
 {
-	struct lb4_revnat_key rkey = {
-		.sock_cookie = bpf_get_socket_cookie(ctx),
-		.address = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
-	};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 slot = (__u32)cookie & (LB_REVNAT_CONN_SLOTS - 1);
+	struct lb4_conn_revnat *c;
+
+	if (ctx->protocol == IPPROTO_TCP || ctx->sk->state == LB_TCP_ESTABLISHED) {
+		c = bpf_map_lookup_elem(&lb4_revnat_conn, &slot);
+		if (c && c->sock_cookie == cookie && c->peer_address == ctx->user_ip4 &&
+		    c->peer_port == (__u16)ctx->user_port) {
+			ctx->user_ip4 = c->rev.address;
+			ctx->user_port = (__u32)c->rev.port;
+			return;
+		}
+	}
+
+	struct lb4_revnat_key rkey = { .sock_cookie = cookie, .address = ctx->user_ip4, .port = (__u16)ctx->user_port };
 	struct lb4_revnat *r = bpf_map_lookup_elem(&lb4_revnat, &rkey);
 
 	if (!r)

@@ -4,7 +4,7 @@
 // ingress entry when it is a pod of this node; if either asks for the proxy, the socket is sent to
 // the proxy's listener (the pods' gateway IP, never loopback) and its record waits, keyed by the
 // socket's cookie, until sock_ops sees the source port TCP picked and files it by 4-tuple for the
-// proxy. getpeername keeps showing what the app asked for (lb4_revnat). TCP only.
+// proxy. getpeername keeps showing what the app asked for (lb4_revnat_conn). TCP only.
 // Decides nothing about dropping: a denied connection is left to tc (lxc.c), which drops and reports it.
 // Also the tc-side hand-off for NodePort flows to a local pod (redirect4_from_netdev, bpf/host.c).
 #ifndef WEFT_REDIRECT_H
@@ -32,8 +32,9 @@ static __always_inline __u16 redirect_port(const struct policy_verdict *eg, cons
 	return bpf_ntohs(cfg->port);
 }
 
-// connect4, TCP, after lb4_translate_ex. Returns 1 (the call goes on, redirected or not).
-static __always_inline int redirect4_connect(struct bpf_sock_addr *ctx, const struct lb4_choice *lb)
+// connect4, TCP, after lb4_translate_ex (same `caller`). Returns 1 (the call goes on, redirected or not).
+static __always_inline int redirect4_connect(struct bpf_sock_addr *ctx, struct lb4_caller *caller,
+					     const struct lb4_choice *lb)
 {
 	struct policy_verdict eg, in;
 	struct proxy_config *cfg;
@@ -41,7 +42,7 @@ static __always_inline int redirect4_connect(struct bpf_sock_addr *ctx, const st
 	struct netns_info *ns;
 	__be32 daddr = ctx->user_ip4;
 	__be16 dport = (__u16)ctx->user_port;
-	__u64 netns_cookie, sock_cookie;
+	__u64 sock_cookie;
 	__u32 dst_id;
 	__u8 dirs = 0;
 	__u16 port;
@@ -51,8 +52,7 @@ static __always_inline int redirect4_connect(struct bpf_sock_addr *ctx, const st
 	cfg = proxy_config_enabled();
 	if (!cfg || daddr == cfg->address)
 		return 1; // redirection off; or a connect to the proxy itself, policed by tc as any
-	netns_cookie = bpf_get_netns_cookie(ctx);
-	ns = netns_lookup(netns_cookie);
+	ns = lb4_caller_ns(ctx, caller);
 	if (!ns)
 		return 1;
 	__builtin_memset(&in, 0, sizeof(in));
@@ -96,20 +96,19 @@ static __always_inline int redirect4_connect(struct bpf_sock_addr *ctx, const st
 		.directions = dirs,
 		.flags = PROXY_ORIGIN_SOCK | ((lb->svc_flags & LB_SVC_L7) ? PROXY_ORIGIN_L7LB : 0),
 		.proto = IPPROTO_TCP,
-		.netns_cookie = netns_cookie,
+		.netns_cookie = caller->netns_cookie,
 	};
 	if (bpf_map_update_elem(&weft_proxy_pending, &sock_cookie, &o, BPF_ANY))
 		return 1; // cannot record: the connection goes straight on and tc still polices it at L3/L4
 
 	// getpeername shows what the app asked for, not the proxy.
-	struct lb4_revnat_key rkey = { .sock_cookie = sock_cookie, .address = cfg->address, .port = bpf_htons(port) };
 	struct lb4_revnat rval = {
 		.address = o.orig_address,
 		.port = o.orig_port,
 		.proto = IPPROTO_TCP,
 		.service_id = lb->service_id,
 	};
-	bpf_map_update_elem(&lb4_revnat, &rkey, &rval, BPF_ANY);
+	lb4_revnat_record(ctx, 1, cfg->address, bpf_htons(port), &rval);
 
 	ctx->user_ip4 = cfg->address;
 	ctx->user_port = (__u32)bpf_htons(port);

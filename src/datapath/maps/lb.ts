@@ -12,6 +12,7 @@ export const LB_MAPS = {
   maglev: "lb4_maglev",
   affinity: "lb4_affinity",
   revnat: "lb4_revnat",
+  revnatConn: "lb4_revnat_conn",
   netns: "netns_managed",
 } as const;
 
@@ -113,13 +114,46 @@ export const lb4Revnat = defineStruct("lb4_revnat", [
   ["service_id", "u32"],
 ] as const);
 
+/**
+ * lb4_revnat_conn (array, written by connect4): a connected socket's record in slot
+ * `cookie & (REVNAT_CONN_SLOTS - 1)`; `rev` is an lb4_revnat (decode with lb4Revnat).
+ */
+export const lb4ConnRevnat = defineStruct("lb4_conn_revnat", [
+  ["sock_cookie", "u64"],
+  ["peer_address", "ipv4"],
+  ["peer_port", "be16"],
+  ["pad", "u16"],
+  ["rev", { bytes: 12 }],
+  ["pad2", "u32"],
+] as const);
+
+/** lb4_revnat_conn's size (LB_REVNAT_CONN_SLOTS, a power of two). */
+export const REVNAT_CONN_SLOTS = 262144;
+
+/** The lb4_revnat_conn slot of a socket cookie. */
+export function revnatConnSlot(cookie: bigint): number {
+  return Number(cookie & BigInt(REVNAT_CONN_SLOTS - 1));
+}
+
 export const netnsInfo = defineStruct("netns_info", [
   ["identity", "u32"],
   ["flags", "u32"],
 ] as const);
 
 /** Every mirror of a struct in sock.o, for the BTF comparison. */
-export const LB_MIRRORS = [lb4Key, lb4Service, lb4Backend, lbMaglevKey, lbMaglevChunk, lbAffinityKey, lbAffinity, lb4RevnatKey, lb4Revnat, netnsInfo];
+export const LB_MIRRORS = [
+  lb4Key,
+  lb4Service,
+  lb4Backend,
+  lbMaglevKey,
+  lbMaglevChunk,
+  lbAffinityKey,
+  lbAffinity,
+  lb4RevnatKey,
+  lb4Revnat,
+  lb4ConnRevnat,
+  netnsInfo,
+];
 
 // ---- typed encoders ---------------------------------------------------------------------------
 

@@ -12,9 +12,22 @@ import { fileURLToPath } from "node:url";
 import { loadSockDatapath, registerNetns, ServiceSync, unregisterNetns } from "../../../src/datapath/lb-sync.ts";
 import { createMap, dumpMap, loadObject, objectPath, pins, writeMaps } from "../../../src/datapath/loader.ts";
 import { flowHash, maglevTable } from "../../../src/datapath/maglev.ts";
-import { BE_TERMINATING, cookieKey, LB_MAPS, lb4Backend, lb4Key, lb4Service, netnsValue } from "../../../src/datapath/maps/lb.ts";
+import {
+  BE_TERMINATING,
+  cookieKey,
+  LB_MAPS,
+  lb4Backend,
+  lb4ConnRevnat,
+  lb4Key,
+  lb4Revnat,
+  lb4RevnatKey,
+  lb4Service,
+  netnsValue,
+  REVNAT_CONN_SLOTS,
+  revnatConnSlot,
+} from "../../../src/datapath/maps/lb.ts";
 import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
-import { firstLine } from "../../harness/child-lines.ts";
+import { firstLine, JsonLines } from "../../harness/child-lines.ts";
 import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
@@ -100,6 +113,44 @@ if (mode === "serve") {
   out({ remote: remote.address + ":" + remote.port, backend: m, source: src });
 }
 `;
+
+// A client that keeps its sockets open and reports their cookies (SO_COOKIE: Node cannot getsockopt)
+// and peers. argv: VIP TCP_PORT UDP_PORT. Prints {tcp: {cookie, peer, backend}, udp: {cookie, peer}};
+// then per stdin line "peer": {peer, udpPeer}; "direct HOST PORT": a new socket's peer; "end" exits.
+const PEER_CLIENT = `
+import json, socket, struct, sys, signal
+signal.alarm(60)
+SO_COOKIE = 57
+def out(x): print(json.dumps(x), flush=True)
+def peer(s): return "%s:%d" % s.getpeername()
+def cookie(s): return str(struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0])
+vip, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t = socket.create_connection((vip, tport), timeout=5)
+backend = t.recv(100).decode().strip()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect((vip, uport))
+out({"tcp": {"cookie": cookie(t), "peer": peer(t), "backend": backend}, "udp": {"cookie": cookie(u), "peer": peer(u)}})
+for line in sys.stdin:
+    cmd = json.loads(line)
+    if cmd == "peer":
+        out({"peer": peer(t), "udpPeer": peer(u)})
+    elif cmd[0] == "direct":
+        d = socket.create_connection((cmd[1], int(cmd[2])), timeout=5)
+        out({"direct": peer(d), "greeting": d.recv(100).decode().strip()})
+        d.close()  # after reading: closing with unread data would reset the server's socket
+    else:
+        break
+`;
+
+/** The lb4_revnat_conn slot of a cookie (bpftool: one lookup, not a dump of the whole array). */
+function connSlot(root: string, cookie: bigint) {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(revnatConnSlot(cookie));
+  const argv = ["map", "lookup", "pinned", pins.map(root, LB_MAPS.revnatConn), "key", "hex", ...[...key].map((b) => b.toString(16).padStart(2, "0")), "-j"];
+  const r = JSON.parse(execFileSync("bpftool", argv, { encoding: "utf8" })) as { value: string[] };
+  const c = lb4ConnRevnat.decode(Buffer.from(r.value.map((h) => Number.parseInt(h, 16))));
+  return { ...c, rev: lb4Revnat.decode(c.rev) };
+}
 
 /** What the roles print (each role fills its own fields). */
 interface ClientResult {
@@ -287,6 +338,65 @@ describe("socket load balancer (real BPF, throwaway netns + child cgroup)", { ti
     assert.deepEqual(b.backends, { [p3]: expectedMaglev(vip, p3) }, "after the timeout the choice is made afresh");
     const c = await client("tcp-bound", vip, "80", "127.0.0.1", String(p2 + 300));
     assert.deepEqual(c.backends, { [p2 + 300]: expectedMaglev(vip, p3) }, "and pinned again");
+  });
+
+  it("a connected socket's record is in its lb4_revnat_conn slot (TCP and UDP); getpeername checks its cookie and peer", async () => {
+    const c = new JsonLines(sb.spawnInCgroup(["python3", "-c", PEER_CLIENT, "10.96.0.50", "80", "53"]));
+    try {
+      const first = await c.next<{ tcp: { cookie: string; peer: string; backend: string }; udp: { cookie: string; peer: string } }>((x) => "tcp" in x, 15_000);
+      assert.equal(first.tcp.peer, "10.96.0.50:80");
+      assert.equal(first.udp.peer, "10.96.0.50:53");
+      const cookie = BigInt(first.tcp.cookie);
+      const rec = connSlot(sb.pinRoot, cookie);
+      assert.equal(rec.sock_cookie, cookie);
+      assert.equal(`${rec.peer_address}:${rec.peer_port}`, first.tcp.backend, "the peer is the backend the greeting came from");
+      assert.deepEqual({ address: rec.rev.address, port: rec.rev.port, proto: rec.rev.proto }, { address: "10.96.0.50", port: 80, proto: 6 });
+      assert.ok(rec.rev.service_id > 0);
+      const udp = connSlot(sb.pinRoot, BigInt(first.udp.cookie));
+      assert.equal(udp.sock_cookie, BigInt(first.udp.cookie));
+      assert.deepEqual({ address: udp.rev.address, port: udp.rev.port, proto: udp.rev.proto }, { address: "10.96.0.50", port: 53, proto: 17 });
+      // Connected sockets no longer write the LRU.
+      const lru = (await dumpMap(pins.map(sb.pinRoot, LB_MAPS.revnat))).entries.map((e) => lb4RevnatKey.decode(e.key).sock_cookie);
+      assert.ok(!lru.includes(cookie) && !lru.includes(BigInt(first.udp.cookie)), "no lb4_revnat entry for connected sockets");
+
+      // A later socket taking the slot over (cookie + slots) with another VIP: this socket must not
+      // show that VIP; it shows its real peer, the backend.
+      const slotKey = Buffer.alloc(4);
+      slotKey.writeUInt32LE(revnatConnSlot(cookie));
+      const write = (sockCookie: bigint, vip: string) =>
+        writeMaps([
+          {
+            op: "update",
+            map: pins.map(sb.pinRoot, LB_MAPS.revnatConn),
+            key: slotKey,
+            value: lb4ConnRevnat.encode({
+              sock_cookie: sockCookie,
+              peer_address: rec.peer_address,
+              peer_port: rec.peer_port,
+              pad: 0,
+              rev: lb4Revnat.encode({ address: vip, port: 80, proto: 6, pad: 0, service_id: rec.rev.service_id }),
+              pad2: 0,
+            }),
+          },
+        ]);
+      await write(cookie + BigInt(REVNAT_CONN_SLOTS), "10.96.0.99");
+      c.send("peer");
+      const taken = await c.next<{ peer: string }>((x) => "peer" in x);
+      assert.equal(taken.peer, first.tcp.backend, "a slot taken over by another socket is never shown as this socket's peer");
+      await write(cookie, "10.96.0.99");
+      c.send("peer");
+      const own = await c.next<{ peer: string; udpPeer: string }>((x) => "peer" in x && x.peer !== first.tcp.backend);
+      assert.equal(own.peer, "10.96.0.99:80", "getpeername reads the socket's slot");
+      assert.equal(own.udpPeer, "10.96.0.50:53");
+
+      // A socket connected straight to a backend has no record: its peer is the backend.
+      c.send(["direct", "127.0.0.2", String(TCP_PORT)]);
+      const direct = await c.next<{ direct: string; greeting: string }>((x) => "direct" in x);
+      assert.equal(direct.direct, `127.0.0.2:${TCP_PORT}`);
+      assert.equal(direct.greeting, `127.0.0.2:${TCP_PORT}`);
+    } finally {
+      c.send("end");
+    }
   });
 
   it("leaves a process outside the cgroup untouched", async () => {
