@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -852,6 +853,13 @@ static __u64 read_lost(int fd)
 	return sum;
 }
 
+static __u64 now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u64)ts.tv_sec * 1000000 + (__u64)ts.tv_nsec / 1000;
+}
+
 static __u64 now_ms(void)
 {
 	struct timespec ts;
@@ -1010,7 +1018,13 @@ static int cmd_map_write(int argc, char **argv)
 // record (earlier records stay applied) and is reported with its index, op and map.
 // Pins are opened afresh for every batch: a map unpinned and re-created at the same path between
 // two batches is the new map.
+// A write sent in parts (the agent streams a large one while it is still computing the rest) marks
+// every part after the first with the magic 'WMBC' (0x43424d57). Parts of one write may be applied
+// side by side (worker threads, below); a part that starts after another part of its write failed
+// is read, not applied, and answered with {"error":"skipped: ..."}. The writer makes every part
+// consistent in each prefix of itself and independent of the others (docs/services.md).
 #define WMB_MAGIC 0x31424d57u
+#define WMB_MAGIC_CONT 0x43424d57u
 #define WMB_MAX_BODY (1u << 30)
 #define WMB_OP_UPDATE 1
 #define WMB_OP_DELETE 2
@@ -1036,6 +1050,8 @@ struct wmb_rec {
 
 struct wmb_result {
 	long updated, deleted, absent, calls;
+	long read_us, apply_us; // the server's own time: body read (pipe), checks + bpf() calls
+	unsigned long long start_us; // CLOCK_MONOTONIC when the batch's header was read
 	char err[1536];
 };
 
@@ -1117,8 +1133,8 @@ static int apply_one(struct wmb_map *m, const struct wmb_rec *rec, long index, s
 }
 
 static int g_no_batch; // WEFT_BPF_NO_BATCH=1: one call per record (tests, comparisons)
-static unsigned char *g_keys, *g_vals;
-static size_t g_keys_cap, g_vals_cap;
+static __thread unsigned char *g_keys, *g_vals; // per map-server worker thread
+static __thread size_t g_keys_cap, g_vals_cap;
 
 static int grow(unsigned char **buf, size_t *cap, size_t need)
 {
@@ -1203,8 +1219,9 @@ static void print_result(const struct wmb_result *r)
 		json_str(stdout, r->err);
 		fputs("}\n", stdout);
 	} else {
-		printf("{\"updated\":%ld,\"deleted\":%ld,\"absent\":%ld,\"calls\":%ld}\n", r->updated,
-		       r->deleted, r->absent, r->calls);
+		printf("{\"updated\":%ld,\"deleted\":%ld,\"absent\":%ld,\"calls\":%ld,\"read_us\":%ld,"
+		       "\"apply_us\":%ld,\"start_us\":%llu}\n",
+		       r->updated, r->deleted, r->absent, r->calls, r->read_us, r->apply_us, r->start_us);
 	}
 	fflush(stdout);
 }
@@ -1331,6 +1348,78 @@ out:
 	free(recs);
 }
 
+// Batches are applied by worker threads (two where there are two CPUs), so that while one part of
+// a streamed write is in the kernel the next can be too, on the other CPU. Order between writes is
+// kept: a batch that starts a write (WMB1) waits until every earlier batch is done; the later
+// parts of its write (WMBC) may run beside it and beside each other — the writer guarantees that
+// parts of one write do not depend on each other's order (services.ts LbStream: each part is
+// whole services, from empty). A part that starts after another part of its write failed is
+// skipped; answers always go out in batch order.
+struct wmb_job {
+	unsigned char *body;
+	__u32 len, nmaps, nrecs;
+	int cont, done;
+	__u64 t0, t1;
+	struct wmb_result r;
+	struct wmb_job *next_run;  // the queue of jobs to start
+	struct wmb_job *next_answer; // every unanswered job, in batch order
+};
+
+static pthread_mutex_t g_wmb_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wmb_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t g_wmb_done = PTHREAD_COND_INITIALIZER;
+static struct wmb_job *g_run_head, *g_run_tail, *g_answer_head, *g_answer_tail;
+static long g_unanswered;
+static int g_write_failed; // a batch of the current write failed
+
+// Prints the finished jobs at the head of the answer list (called with g_wmb_mu held).
+static void answer_ready(void)
+{
+	while (g_answer_head && g_answer_head->done) {
+		struct wmb_job *j = g_answer_head;
+		g_answer_head = j->next_answer;
+		if (!g_answer_head)
+			g_answer_tail = NULL;
+		print_result(&j->r);
+		free(j->body);
+		free(j);
+		g_unanswered--;
+	}
+	pthread_cond_broadcast(&g_wmb_done);
+}
+
+static void *wmb_worker(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&g_wmb_mu);
+	for (;;) {
+		while (!g_run_head)
+			pthread_cond_wait(&g_wmb_work, &g_wmb_mu);
+		struct wmb_job *j = g_run_head;
+		g_run_head = j->next_run;
+		if (!g_run_head)
+			g_run_tail = NULL;
+		int skip = j->cont && g_write_failed;
+		pthread_mutex_unlock(&g_wmb_mu);
+		__u64 t = now_us();
+		if (skip)
+			snprintf(j->r.err, sizeof(j->r.err),
+				 "skipped: an earlier part of the same write failed (%u records not written)",
+				 j->nrecs);
+		else
+			apply_batch(j->body, j->len, j->nmaps, j->nrecs, &j->r);
+		j->r.read_us = (long)(j->t1 - j->t0);
+		j->r.start_us = j->t0;
+		j->r.apply_us = (long)(now_us() - t);
+		pthread_mutex_lock(&g_wmb_mu);
+		if (j->r.err[0])
+			g_write_failed = 1;
+		j->done = 1;
+		answer_ready();
+	}
+	return NULL;
+}
+
 // map-server: serves batches from stdin until it closes (or the parent dies).
 static int cmd_map_server(int argc, char **argv)
 {
@@ -1342,35 +1431,77 @@ static int cmd_map_server(int argc, char **argv)
 		return 0;
 	signal(SIGPIPE, SIG_IGN);
 	// A 10k-service sync is ~2 MB: a 1 MiB pipe (the default maximum) instead of 64 KiB saves most
-	// of the writer/reader switches. Not a pipe, or not allowed: the default stays.
+	// of the writer/reader switches, and lets the agent put a streamed write's parts into it
+	// without waiting (loader.ts PipeWriter). Not a pipe, or not allowed: the default stays.
 	(void)fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);
+	// The agent opens its FIFO's read end non-blocking (so that opening does not wait for a
+	// writer); reads here block.
+	int fl = fcntl(STDIN_FILENO, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK))
+		(void)fcntl(STDIN_FILENO, F_SETFL, fl & ~O_NONBLOCK);
 	const char *nb = getenv("WEFT_BPF_NO_BATCH");
 	g_no_batch = nb && *nb && strcmp(nb, "0") != 0;
-	unsigned char *body = NULL;
-	size_t cap = 0;
+	// WEFT_BPF_MAP_WORKERS=N (1..8): worker threads, for comparisons; default 2 with 2+ CPUs.
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int workers = ncpu >= 2 ? 2 : 1;
+	const char *nw = getenv("WEFT_BPF_MAP_WORKERS");
+	if (nw && atoi(nw) >= 1 && atoi(nw) <= 8)
+		workers = atoi(nw);
+	for (int i = 0; i < workers; i++) {
+		pthread_t t;
+		int rc = pthread_create(&t, NULL, wmb_worker, NULL);
+		if (rc)
+			fail(rc, "map-server: start a worker thread");
+		pthread_detach(t);
+	}
 	for (;;) {
 		__u32 h[4];
 		size_t got = fread(h, 1, sizeof(h), stdin);
-		if (got == 0 && feof(stdin))
+		if (got == 0 && feof(stdin)) {
+			// Every batch read is answered before the server exits.
+			pthread_mutex_lock(&g_wmb_mu);
+			while (g_unanswered > 0)
+				pthread_cond_wait(&g_wmb_done, &g_wmb_mu);
+			pthread_mutex_unlock(&g_wmb_mu);
 			return 0;
+		}
 		if (got != sizeof(h))
 			fail(0, "truncated batch header");
-		if (h[0] != WMB_MAGIC)
+		if (h[0] != WMB_MAGIC && h[0] != WMB_MAGIC_CONT)
 			fail(0, "bad batch magic 0x%08x (protocol out of step)", h[0]);
 		if (h[3] > WMB_MAX_BODY)
 			fail(0, "batch of %u bytes exceeds %u", h[3], WMB_MAX_BODY);
-		if (h[3] > cap) {
-			free(body);
-			cap = h[3];
-			body = malloc(cap);
-			if (!body)
-				fail(ENOMEM, "batch of %u bytes", h[3]);
-		}
-		if (read_full(body, h[3]))
+		struct wmb_job *j = calloc(1, sizeof(*j));
+		if (!j || !(j->body = malloc(h[3] ? h[3] : 1)))
+			fail(ENOMEM, "batch of %u bytes", h[3]);
+		j->len = h[3];
+		j->nmaps = h[1];
+		j->nrecs = h[2];
+		j->cont = h[0] == WMB_MAGIC_CONT;
+		j->t0 = now_us();
+		if (read_full(j->body, h[3]))
 			fail(0, "truncated batch body (%u bytes announced)", h[3]);
-		struct wmb_result r = {};
-		apply_batch(body, h[3], h[1], h[2], &r);
-		print_result(&r);
+		j->t1 = now_us();
+		pthread_mutex_lock(&g_wmb_mu);
+		if (!j->cont) {
+			// A new write: after everything before it.
+			while (g_unanswered > 0)
+				pthread_cond_wait(&g_wmb_done, &g_wmb_mu);
+			g_write_failed = 0;
+		}
+		if (g_answer_tail)
+			g_answer_tail->next_answer = j;
+		else
+			g_answer_head = j;
+		g_answer_tail = j;
+		if (g_run_tail)
+			g_run_tail->next_run = j;
+		else
+			g_run_head = j;
+		g_run_tail = j;
+		g_unanswered++;
+		pthread_cond_signal(&g_wmb_work);
+		pthread_mutex_unlock(&g_wmb_mu);
 	}
 }
 

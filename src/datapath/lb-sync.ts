@@ -15,6 +15,7 @@ import {
   type LoadedObject,
   loadObject,
   type MapWriteResult,
+  MapWriteStream,
   netnsCookie,
   objectPath,
   pins,
@@ -144,6 +145,8 @@ export class ServiceSync {
   constructor(
     readonly root: string,
     readonly node?: string,
+    /** Services per part when a sync from empty streams its writes (LB_STREAM_PART by default). */
+    readonly partServices?: number,
   ) {}
 
   async sync(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], timeoutMs = 120_000): Promise<SyncReport> {
@@ -161,17 +164,28 @@ export class ServiceSync {
       previous.nextBackend = Math.max(previous.nextBackend, this.nextBackend);
       model = new LbModel({ ...(this.node === undefined ? {} : { node: this.node }), previous });
     }
-    const u = model.update(services, slices);
+    // Usually only what changed, encoded straight into the map server's batch; after a restart the
+    // whole state against what is pinned. From empty, the writes go to the map server in parts
+    // while the rest is computed (the kernel's inserts run in the server, on the other CPU); a part
+    // that fails stops the parts not yet started, every part is consistent in any prefix of itself,
+    // and the next sync starts from the pins as after any failed write.
+    const pinnedEmpty = old !== undefined && old.services.size + old.backends.size + old.maglev.size === 0;
+    // (the model knows what the maps hold: what it wrote, or nothing)
+    const known = old === undefined || pinnedEmpty;
+    const stream = new MapWriteStream(timeoutMs);
+    const u = model.update(
+      services,
+      slices,
+      known ? { pinOf, send: (part) => stream.send(part), ...(this.partServices === undefined ? {} : { partServices: this.partServices }) } : undefined,
+    );
     const ids = model.nextIds();
     this.nextService = Math.max(this.nextService, ids.service);
     this.nextBackend = Math.max(this.nextBackend, ids.backend);
-    // Usually only what changed, encoded straight into the map server's batch; after a restart the
-    // whole state against what is pinned.
-    const pinnedEmpty = old !== undefined && old.services.size + old.backends.size + old.maglev.size === 0;
     let writes: MapWriteResult;
     try {
-      writes =
-        old === undefined || pinnedEmpty ? await writeMapBatch(u.encode(pinOf), timeoutMs) : await writeMaps(lbDiff(old, model.contents(), pinOf), timeoutMs);
+      if (u.streamed) writes = await stream.done();
+      else if (old === undefined || pinnedEmpty) writes = await writeMapBatch(u.encode(pinOf), timeoutMs);
+      else writes = await writeMaps(lbDiff(old, model.contents(), pinOf), timeoutMs);
     } catch (err) {
       throw mapFull(err);
     }

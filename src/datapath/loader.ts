@@ -3,8 +3,10 @@
 // and one long-lived map server per process for map writes (binary batches, no spawn per write).
 // Holds no kernel state itself: everything that must outlive the agent is pinned in bpffs.
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { closeSync, constants as fsConstants, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { WeftError } from "../core/errors.ts";
 
@@ -333,6 +335,7 @@ export interface MapWriteResult {
 // and answering one JSON line per batch (framing: native/weft-bpf.c, docs/bpf-loading.md). No
 // process spawn and no hex per sync; the helper turns runs of records into bpf_map_*_batch calls.
 const WMB_MAGIC = 0x31424d57; // "WMB1"
+const WMB_MAGIC_CONT = 0x43424d57; // "WMBC": a later part of one write (MapWriteStream)
 const WMB_OP = { update: 1, delete: 2, inner: 3 } as const;
 
 /** A map write as framed: MapWrite, or a map-in-map update whose value is the inner map's pin. */
@@ -499,29 +502,147 @@ export class MapBatchEncoder {
 interface BatchAnswer extends MapWriteResult {
   /** bpf() calls that wrote: one per batch call, one per record where batches do not apply. */
   calls: number;
+  /** The server's own time (µs): reading the batch's body from the pipe, and checking + writing it. */
+  read_us?: number;
+  apply_us?: number;
 }
 
-/** The long-lived helper; unref'd while idle so it never keeps the process alive. */
+/** One batch sent to the map server and not answered yet. */
+interface Pending {
+  resolve: (line: string) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * The map server's input: a real pipe (a FIFO made in a private directory and unlinked at once),
+ * written with non-blocking writeSync. A batch goes into the pipe (1 MiB, the server's
+ * F_SETPIPE_SZ) at the moment it is sent, even while the caller goes on computing without
+ * yielding — which is what lets a streamed write (MapWriteStream) overlap the kernel's inserts
+ * with the computation. What the pipe cannot take yet waits here and is written as it drains
+ * (polled every millisecond, in order). Node's own child pipes are socket pairs whose ~200 KB
+ * send buffer fills during such a computation, and their queued rest waits for the event loop.
+ */
+class PipeWriter {
+  private readonly queue: Buffer[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private closing = false;
+
+  constructor(
+    private fd: number,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  /** Opens both ends of a fresh FIFO: the read end for the child's stdin (close it after spawning). */
+  static open(): { readFd: number; writeFd: number } {
+    const dir = mkdtempSync(`${tmpdir()}/weft-map-server-`);
+    try {
+      execFileSync("mkfifo", ["-m", "600", `${dir}/in`], { stdio: "ignore" });
+      const readFd = openSync(`${dir}/in`, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+      const writeFd = openSync(`${dir}/in`, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+      return { readFd, writeFd };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  write(buf: Buffer): void {
+    if (this.fd < 0) return;
+    if (this.queue.length === 0) {
+      const rest = this.push(buf);
+      if (rest === undefined) return;
+      this.queue.push(rest);
+      this.timer = setTimeout(() => this.drain(), 1);
+    } else {
+      this.queue.push(buf);
+    }
+  }
+
+  /** Writes what the pipe takes now; returns the part of `buf` left over. */
+  private push(buf: Buffer): Buffer | undefined {
+    let off = 0;
+    while (off < buf.length) {
+      try {
+        off += writeSync(this.fd, buf, off, buf.length - off);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EAGAIN") return buf.subarray(off);
+        this.fail(err as Error);
+        return undefined;
+      }
+    }
+    return undefined;
+  }
+
+  private drain(): void {
+    this.timer = undefined;
+    while (this.queue.length > 0 && this.fd >= 0) {
+      const rest = this.push(this.queue[0] as Buffer);
+      if (rest !== undefined) {
+        this.queue[0] = rest;
+        this.timer = setTimeout(() => this.drain(), 1);
+        return;
+      }
+      this.queue.shift();
+    }
+    if (this.closing) this.close();
+  }
+
+  private fail(err: Error): void {
+    this.queue.length = 0;
+    this.close();
+    this.onError(err);
+  }
+
+  /** Closes the pipe once everything queued is written (the server exits at the end of its input). */
+  close(): void {
+    this.closing = true;
+    if (this.queue.length > 0 || this.fd < 0) return;
+    clearTimeout(this.timer);
+    closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  /** Drops what is queued and closes now. */
+  abort(): void {
+    this.queue.length = 0;
+    this.close();
+  }
+}
+
+/**
+ * The long-lived helper; unref'd while idle so it never keeps the process alive. Batches are
+ * written to its input at once (PipeWriter) and answered in order, one line each.
+ */
 class MapServer {
   private readonly child: ChildProcess;
+  private readonly input: PipeWriter;
   private lines = "";
   private stderr = "";
-  private waiting: { resolve: (line: string) => void; reject: (err: Error) => void } | undefined;
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly pending: Pending[] = [];
   dead = false;
 
   constructor() {
-    this.child = spawn(helperPath(), ["map-server"], { stdio: ["pipe", "pipe", "pipe"] });
-    this.child.stdin?.on("error", () => {}); // the exit and stderr tell what went wrong
+    const { readFd, writeFd } = PipeWriter.open();
+    try {
+      this.child = spawn(helperPath(), ["map-server"], { stdio: [readFd, "pipe", "pipe"] });
+    } finally {
+      closeSync(readFd);
+    }
+    this.input = new PipeWriter(writeFd, (err) => {
+      this.child.kill("SIGKILL");
+      this.die(new WeftError("WEFT_BPF", `writing to map-server: ${err.message}`, "map-server"));
+    });
     this.child.stdout?.setEncoding("utf8").on("data", (d: string) => {
       this.lines += d;
-      const nl = this.lines.indexOf("\n");
-      if (nl < 0) return;
-      const line = this.lines.slice(0, nl);
-      this.lines = this.lines.slice(nl + 1);
-      const w = this.waiting;
-      this.waiting = undefined;
-      w?.resolve(line);
+      for (let nl = this.lines.indexOf("\n"); nl >= 0; nl = this.lines.indexOf("\n")) {
+        const line = this.lines.slice(0, nl);
+        this.lines = this.lines.slice(nl + 1);
+        const w = this.pending.shift();
+        if (w === undefined) continue;
+        clearTimeout(w.timer);
+        w.resolve(line);
+      }
+      if (this.pending.length === 0 && !this.dead) this.idle();
     });
     this.child.stderr?.setEncoding("utf8").on("data", (d: string) => {
       this.stderr = (this.stderr + d).slice(-4096);
@@ -536,9 +657,11 @@ class MapServer {
 
   private die(err: Error): void {
     this.dead = true;
-    const w = this.waiting;
-    this.waiting = undefined;
-    w?.reject(err);
+    this.input.abort();
+    for (const w of this.pending.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
   }
 
   private handles(): { ref(): unknown; unref(): unknown }[] {
@@ -558,31 +681,21 @@ class MapServer {
     for (const h of this.handles()) h.ref();
   }
 
-  /** Sends one batch and waits for its answer; batches are served one at a time, in call order. */
+  /**
+   * Writes one batch now and resolves with its answer line; batches are applied and answered in
+   * call order. A batch not answered in `timeoutMs` kills the server (every pending batch fails).
+   */
   request(batch: Buffer, timeoutMs: number): Promise<string> {
-    const run = async (): Promise<string> => {
-      if (this.dead) throw new WeftError("WEFT_BPF", "map-server is gone", "map-server");
-      this.busy();
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        return await new Promise<string>((resolve, reject) => {
-          this.waiting = { resolve, reject };
-          timer = setTimeout(() => {
-            this.waiting = undefined;
-            this.dead = true;
-            this.child.kill("SIGKILL");
-            reject(new WeftError("WEFT_TIMEOUT", `map-server did not answer a batch of ${batch.length} bytes in ${timeoutMs} ms`, "map-server"));
-          }, timeoutMs);
-          this.child.stdin?.write(batch);
-        });
-      } finally {
-        clearTimeout(timer);
-        if (!this.dead) this.idle();
-      }
-    };
-    const p = this.tail.then(run, run);
-    this.tail = p.catch(() => undefined);
-    return p;
+    if (this.dead) return Promise.reject(new WeftError("WEFT_BPF", "map-server is gone", "map-server"));
+    return new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.child.kill("SIGKILL");
+        this.die(new WeftError("WEFT_TIMEOUT", `map-server did not answer a batch of ${batch.length} bytes in ${timeoutMs} ms`, "map-server"));
+      }, timeoutMs);
+      if (this.pending.length === 0) this.busy();
+      this.pending.push({ resolve, reject, timer });
+      this.input.write(batch);
+    });
   }
 
   close(): Promise<void> {
@@ -590,33 +703,74 @@ class MapServer {
     return new Promise((resolve) => {
       this.busy(); // keep the process alive until the server has gone
       this.child.once("close", () => resolve());
-      this.child.stdin?.end(); // the server exits at the end of its input
+      this.input.close(); // the server exits at the end of its input
       setTimeout(() => this.child.kill("SIGKILL"), 2_000).unref();
     });
   }
 }
 
 let server: MapServer | undefined;
-const counters = { batches: 0, records: 0, calls: 0 };
+
+/** One batch's timeline (µs, CLOCK_MONOTONIC: process.hrtime's clock, the server's too). */
+export interface MapWriteTrace {
+  records: number;
+  /** written to the server */
+  sentUs: number;
+  /** the server read its header */
+  startUs: number;
+  /** the server's time reading its body, then checking and writing it */
+  readUs: number;
+  applyUs: number;
+  /** its answer was read here */
+  answeredUs: number;
+}
+let trace: MapWriteTrace[] | undefined;
+
+/** Starts recording every batch's timeline (benchmarks); returns the list it fills. `false` stops. */
+export function traceMapWrites(on: boolean): MapWriteTrace[] {
+  trace = on ? [] : undefined;
+  return trace ?? [];
+}
+const counters = { batches: 0, records: 0, calls: 0, readUs: 0, applyUs: 0 };
 
 async function sendBatch(records: readonly WireRecord[], timeoutMs: number): Promise<BatchAnswer> {
   return sendEncoded({ bytes: encodeMapBatch(records), records: records.length }, timeoutMs);
 }
 
-async function sendEncoded(encoded: EncodedMapBatch, timeoutMs: number): Promise<BatchAnswer> {
+/** Sends a batch now (synchronously); `recordBase`: its first record's index in the whole write (errors count from there). */
+async function sendEncoded(encoded: EncodedMapBatch, timeoutMs: number, recordBase = 0): Promise<BatchAnswer> {
   const batch = encoded.bytes;
   if (!server || server.dead) server = new MapServer();
+  const sentUs = trace ? Number(process.hrtime.bigint() / 1000n) : 0;
   const line = await server.request(batch, timeoutMs);
+  if (trace) {
+    const a = JSON.parse(line) as { start_us?: number; read_us?: number; apply_us?: number };
+    trace.push({
+      records: encoded.records,
+      sentUs,
+      startUs: a.start_us ?? 0,
+      readUs: a.read_us ?? 0,
+      applyUs: a.apply_us ?? 0,
+      answeredUs: Number(process.hrtime.bigint() / 1000n),
+    });
+  }
   let answer: BatchAnswer & { error?: string };
   try {
     answer = JSON.parse(line) as BatchAnswer & { error?: string };
   } catch {
     throw new WeftError("WEFT_BPF", `unreadable answer from map-server: ${line.slice(0, 200)}`, "map-server");
   }
-  if (answer.error !== undefined) throw new WeftError("WEFT_BPF", answer.error);
+  if (answer.error !== undefined) {
+    throw new WeftError(
+      "WEFT_BPF",
+      recordBase === 0 ? answer.error : answer.error.replace(/^record (\d+)/, (_, n: string) => `record ${Number(n) + recordBase}`),
+    );
+  }
   counters.batches++;
   counters.records += encoded.records;
   counters.calls += answer.calls;
+  counters.readUs += answer.read_us ?? 0;
+  counters.applyUs += answer.apply_us ?? 0;
   return answer;
 }
 
@@ -640,13 +794,67 @@ export async function writeMapBatch(batch: EncodedMapBatch, timeoutMs = DEFAULT_
   return { updated: a.updated, deleted: a.deleted, absent: a.absent };
 }
 
+/**
+ * One write sent to the map server in parts while the writer still produces the rest (the service
+ * sync from empty sends its batch every few thousand services, so the kernel's inserts, in the
+ * server on another CPU, overlap the computation of the next part). Each part (from
+ * MapBatchEncoder) is written at once; every part after the first is a continuation: the server
+ * may apply parts of one write side by side (two threads), and does not apply a part that starts
+ * after another part of its write failed. So the parts must be independent of each other and each
+ * consistent in any prefix of itself (the service sync's are: whole services, from empty).
+ * `done()` waits for every part's answer and gives the totals, or rejects with the first failure
+ * in part order, its record counted from the start of the whole write ("record N").
+ */
+export class MapWriteStream {
+  private readonly answers: Promise<BatchAnswer>[] = [];
+  private records = 0;
+
+  constructor(private readonly timeoutMs = DEFAULT_TIMEOUT_MS) {}
+
+  /** Sends a finished part now (its bytes are marked as a continuation unless it is the first). */
+  send(part: EncodedMapBatch): void {
+    if (part.records === 0) return;
+    if (this.answers.length > 0) part.bytes.writeUInt32LE(WMB_MAGIC_CONT, 0);
+    const p = sendEncoded(part, this.timeoutMs, this.records);
+    p.catch(() => undefined); // read by done()
+    this.answers.push(p);
+    this.records += part.records;
+  }
+
+  /** Parts sent so far. */
+  get parts(): number {
+    return this.answers.length;
+  }
+
+  /** Resolves once every part is acknowledged; rejects with the first part's failure. */
+  async done(): Promise<MapWriteResult> {
+    const out = { updated: 0, deleted: 0, absent: 0 };
+    let failed: unknown;
+    for (const p of this.answers) {
+      try {
+        const a = await p;
+        out.updated += a.updated;
+        out.deleted += a.deleted;
+        out.absent += a.absent;
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+    if (failed !== undefined) throw failed;
+    return out;
+  }
+}
+
 /** Stores the map pinned at `innerPin` under `key` of a pinned map-in-map (array/hash of maps). */
 export async function setInnerMap(outerPin: string, key: Buffer, innerPin: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
   await sendBatch([{ op: "inner", map: outerPin, key, value: Buffer.from(innerPin) }], timeoutMs);
 }
 
-/** Cumulative counts of this process's map-server traffic: batches, records, and bpf() write calls. */
-export function mapWriteStats(): { batches: number; records: number; calls: number } {
+/**
+ * Cumulative counts of this process's map-server traffic: batches, records, bpf() write calls, and
+ * the server's own time in µs (reading bodies from the pipe; checking and writing them).
+ */
+export function mapWriteStats(): { batches: number; records: number; calls: number; readUs: number; applyUs: number } {
   return { ...counters };
 }
 

@@ -342,6 +342,31 @@ function isIPv4(s: string): boolean {
   return parts === 4;
 }
 
+/** isIPv4 and ipv4Number in one pass: the address as ipv4Number gives it, or -1 when not a dotted quad. */
+function parseIPv4(s: string): number {
+  const n = s.length;
+  if (n < 7 || n > 15) return -1;
+  let parts = 0;
+  let digits = 0;
+  let value = 0;
+  let first = 0;
+  let out = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? s.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || value > 255 || (digits > 1 && first === 48) || ++parts > 4) return -1;
+      out = out * 256 + value;
+      digits = 0;
+      value = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 0) first = c;
+      if (++digits > 3) return -1;
+      value = value * 10 + (c - 48);
+    } else return -1;
+  }
+  return parts === 4 ? out : -1;
+}
+
 /** One service's entries and problems; takes ids and frontends from `ctx` and records its own there. */
 function computeService(svc: ServiceInput, name: string, svcSlices: readonly EndpointSliceInput[], ctx: Pass): ServiceUnit {
   // external, maglev and problems start as the shared NONE and get an array of their own when
@@ -1241,7 +1266,33 @@ export interface LbUpdate {
    * (from empty, or only new services), they are encoded straight from the computed entries.
    */
   encode(pinOf: (map: string) => string): EncodedMapBatch;
+  /**
+   * Whether `update` already gave every write to its stream, in parts (the lean path from empty);
+   * otherwise nothing was sent and the caller writes `encode()`'s batch.
+   */
+  streamed: boolean;
 }
+
+/**
+ * Where a from-empty update sends its writes while it still computes (LbModel.update): every
+ * `partServices` services (in namespace/name order), their writes as one part in the map server's
+ * framing — backends, Maglev chunks, slots, service entries, as lbDiff orders them, within the
+ * part. So every prefix of the parts is consistent (a slot never names a backend not yet written,
+ * a count never covers a slot not yet written), and the parts' records, taken category by
+ * category, are `encode()`'s batch. Pure: `send` is the caller's.
+ */
+export interface LbStream {
+  pinOf: (map: string) => string;
+  send(part: EncodedMapBatch): void;
+  /** Services per part (default LB_STREAM_PART). */
+  partServices?: number;
+}
+
+/**
+ * Services per streamed part: 1,024 common services are ~5k records, ~0.2 MB (the map server's
+ * pipe holds 1 MiB); the first part leaves early and the last one's write is short.
+ */
+export const LB_STREAM_PART = 1024;
 
 const entriesOfMemo = (m: Memo): Entries => {
   m.entries ??= entriesOf(m.unit);
@@ -1280,6 +1331,7 @@ function lazyUpdate(state: () => LbState, problems: ServiceProblem[], recomputed
       const ops = lbDiff(this.before, this.after, pinOf);
       return { bytes: encodeMapBatch(ops), records: ops.length };
     },
+    streamed: false,
   };
 }
 
@@ -1322,6 +1374,7 @@ interface FastRows {
   node: string | undefined;
   /** In namespace/name order: a fast row (>= 0) or a slow unit (-1 - index into `slow`). */
   seq: Int32Array;
+  /** The services' "namespace/name" in order (set by settle). */
   keys: string[];
   slow: { key: string; ns: string; name: string; input: ServiceInput; svc: ServiceSnap; slices: SliceSnap[]; unit: ServiceUnit }[];
   nSvc: number;
@@ -1391,7 +1444,7 @@ function newRows(node: string | undefined, services: number, slices: readonly En
   return {
     node,
     seq: new Int32Array(n),
-    keys: col(n),
+    keys: [],
     slow: [],
     nSvc: 0,
     nSlice: 0,
@@ -1431,14 +1484,13 @@ function newRows(node: string | undefined, services: number, slices: readonly En
   };
 }
 
-/** `codes` of a Service of the common shape the lean path computes, or -1 (then computeService). */
-function fastShape(svc: ServiceInput): number {
+/** `codes` of a Service of the common shape the lean path computes, or -1 (then computeService); `vip`: parseIPv4 of its clusterIP. */
+function fastShape(svc: ServiceInput, vip: number): number {
   const spec = svc.spec;
-  if (spec === undefined) return -1;
+  if (spec === undefined || vip < 0) return -1;
   const ann = svc.metadata.annotations;
   if (ann !== undefined && (ann[ANNOTATION_ALGORITHM] !== undefined || ann[ANNOTATION_MAGLEV_SIZE] !== undefined || ann[ANNOTATION_L7_LB] !== undefined))
     return -1;
-  if (spec.clusterIP === undefined || !isIPv4(spec.clusterIP)) return -1;
   if (spec.externalIPs !== undefined || spec.sessionAffinityConfig !== undefined || svc.status?.loadBalancer?.ingress !== undefined) return -1;
   const ports = spec.ports;
   if (ports === undefined || ports.length !== 1) return -1;
@@ -1453,6 +1505,61 @@ function fastShape(svc: ServiceInput): number {
   return type | (affinity << 2) | (itp << 4) | (etp << 6) | (protocol << 8);
 }
 
+/** Inputs the lean path can index in its sort keys (three base-255 digits). */
+const SORT_INDEX_MAX = 255 ** 3;
+
+/**
+ * `prefix` + NUL + `i` as three base-255 digits (chars 1..255): sorted, such keys follow their
+ * prefixes' order (NUL sorts before any character a name has), then the input order.
+ */
+function sortKey(prefix: string, i: number): string {
+  return prefix + String.fromCharCode(0, 1 + Math.floor(i / 65025), 1 + (Math.floor(i / 255) % 255), 1 + (i % 255));
+}
+
+/** The input index a sortKey carries. */
+function sortIndex(k: string): number {
+  const n = k.length;
+  return (k.charCodeAt(n - 3) - 1) * 65025 + (k.charCodeAt(n - 2) - 1) * 255 + (k.charCodeAt(n - 1) - 1);
+}
+
+/** Whether two sortKeys have the same prefix (compared from its end, where names usually differ). */
+function sameSortPrefix(a: string, b: string): boolean {
+  const n = a.length;
+  if (b.length !== n) return false;
+  for (let p = n - 5; p >= 0; p--) if (a.charCodeAt(p) !== b.charCodeAt(p)) return false;
+  return true;
+}
+
+/**
+ * When every slice that names a service (IPv4, with a service-name label) comes after the slices
+ * of the services before its own in `services`' order — one run of the input per service, the
+ * runs in service order — the runs: [start, end) of service i at 2i, 2i+1 (other slices inside a
+ * run are skipped by the caller, as slicesByService skips them). Otherwise undefined.
+ */
+function sliceRuns(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[]): Int32Array | undefined {
+  const n = services.length;
+  const runs = new Int32Array(2 * n); // (a service without slices keeps the empty run [0, 0))
+  let p = 0; // the service whose run is being read
+  let started = false;
+  for (let j = 0; j < slices.length; j++) {
+    const sl = slices[j] as EndpointSliceInput;
+    const svcName = sl.metadata.labels?.["kubernetes.io/service-name"];
+    if (!svcName || (sl.addressType !== undefined && sl.addressType !== "IPv4")) continue;
+    const ns = sl.metadata.namespace ?? "default";
+    for (;;) {
+      if (p === n) return undefined; // a slice of no service, or out of order
+      const m = (services[p] as ServiceInput).metadata;
+      if (m.name === svcName && (m.namespace ?? "default") === ns) break;
+      p++;
+      started = false;
+    }
+    if (!started) runs[2 * p] = j;
+    started = true;
+    runs[2 * p + 1] = j + 1;
+  }
+  return runs;
+}
+
 /** A numeric frontend key for the lean path's clash check: address, port, protocol (scope internal). */
 const fastFrontend = (vip: number, port: number, udp: boolean) => vip * 131072 + port * 2 + (udp ? 1 : 0);
 
@@ -1460,7 +1567,7 @@ const fastFrontend = (vip: number, port: number, udp: boolean) => vip * 131072 +
  * Appends one fast-shaped service (its `codes` from fastShape) to `r`, ids from `pass`; false, with
  * `r` and `pass` untouched, when its slices hold something unusual (then computeService takes it).
  */
-function fastService(r: FastRows, svc: ServiceInput, ns: string, codes: number, svcSlices: readonly EndpointSliceInput[], pass: Pass): boolean {
+function fastService(r: FastRows, svc: ServiceInput, ns: string, codes: number, vip: number, svcSlices: readonly EndpointSliceInput[], pass: Pass): boolean {
   const spec = svc.spec as NonNullable<ServiceInput["spec"]>;
   const p = (spec.ports as ServicePortInput[])[0] as ServicePortInput;
   const udp = p.protocol === "UDP";
@@ -1506,14 +1613,14 @@ function fastService(r: FastRows, svc: ServiceInput, ns: string, codes: number, 
       r.epNode[nEp] = e.nodeName;
       r.epCond[nEp] = cr | (cs << 2) | (ct << 4);
       nEp++;
-      if (address === undefined || !isIPv4(address)) continue;
+      const addr = address === undefined ? -1 : parseIPv4(address);
+      if (addr < 0) continue;
       const terminating = ct === 3;
       const readyCondition = cr !== 2; // absent or null: ready (Kubernetes)
       const ready = readyCondition && !terminating;
       const serving = cs === 3 || (cs < 2 && readyCondition);
       if (!ready && !(terminating && serving)) continue;
       const local = node !== undefined && e.nodeName === node ? L_BE_LOCAL : 0;
-      const addr = ipv4Number(address);
       let at = -1;
       for (let i = be0; i < nBe; i++) {
         if (r.bePort[i] === port && r.beAddr[i] === addr) {
@@ -1540,9 +1647,9 @@ function fastService(r: FastRows, svc: ServiceInput, ns: string, codes: number, 
   }
   let slots = 0;
   for (let i = be0; i < nBe; i++) if (!((r.beFlags[i] as number) & L_BE_TERMINATING)) slots++;
+  // (No pass.claimedIds: it only keeps previous ids from being handed out twice, and the lean path has none.)
   const sid = pass.nextService++;
   pass.nextBackend = nextBackend;
-  pass.claimedIds.add(sid);
   const i = r.nSvc++;
   r.nBe = nBe;
   r.nEp = nEp;
@@ -1557,7 +1664,7 @@ function fastService(r: FastRows, svc: ServiceInput, ns: string, codes: number, 
   r.port[i] = p.port;
   r.targetPort[i] = p.targetPort === undefined ? -1 : (p.targetPort as number);
   r.serviceId[i] = sid;
-  r.vip[i] = ipv4Number(spec.clusterIP as string);
+  r.vip[i] = vip;
   r.proto[i] = udp ? L_UDP : L_TCP;
   r.slotCount[i] = slots;
   r.beStart[i] = be0;
@@ -1643,20 +1750,30 @@ function inputsOfSnaps(ns: string, name: string, s: ServiceSnap, slices: readonl
   };
 }
 
-/** lbDiff(empty, what the rows hold) encoded for the map server, as encodeCreate over their units. */
-function encodeRows(r: FastRows, pinOf: (map: string) => string): EncodedMapBatch {
-  const slowUnits = r.slow.map((s) => s.unit);
-  let nb = r.beId.length;
+/**
+ * lbDiff(empty, what rows seq[from..to) hold) encoded for the map server, as encodeCreate over
+ * their units (the whole range: the update's batch; a part of it: one streamed part).
+ */
+function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = r.seq.length): EncodedMapBatch {
+  const seq = from === 0 && to === r.seq.length ? r.seq : r.seq.subarray(from, to);
+  const slowUnits: ServiceUnit[] = [];
+  let nb = 0;
   let nm = 0;
   let ns = 0;
-  for (const c of r.slotCount) ns += 1 + c;
-  for (const u of slowUnits) {
+  for (const i of seq) {
+    if (i >= 0) {
+      nb += (r.beEnd[i] as number) - (r.beStart[i] as number);
+      ns += 1 + (r.slotCount[i] as number);
+      continue;
+    }
+    const u = (r.slow[-1 - i] as FastRows["slow"][number]).unit;
+    slowUnits.push(u);
     nb += u.backends.length;
     for (const t of u.maglev) nm += Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
     for (const f of u.frontends) ns += 1 + f.backendIds.length;
     for (const f of u.external) ns += 1 + f.backendIds.length;
   }
-  if (r.slow.length === r.seq.length) return encodeCreate(slowUnits, pinOf);
+  if (slowUnits.length === seq.length) return encodeCreate(slowUnits, pinOf);
   const kS = lb4Key.size;
   const vS = lb4Service.size;
   const vB = lb4Backend.size;
@@ -1675,7 +1792,7 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string): EncodedMapBatc
     b[at + KEY.pad] = 0;
     b[at + KEY.pad + 1] = 0;
   };
-  for (const i of r.seq) {
+  for (const i of seq) {
     if (i < 0) {
       slowPart(i).backends();
       continue;
@@ -1692,8 +1809,8 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string): EncodedMapBatc
       putU32LE(b, at + 4 + BE.service_id, sid);
     }
   }
-  for (const i of r.seq) if (i < 0) slowPart(i).maglev();
-  for (const i of r.seq) {
+  for (const i of seq) if (i < 0) slowPart(i).maglev();
+  for (const i of seq) {
     if (i < 0) {
       slowPart(i).slots();
       continue;
@@ -1714,7 +1831,7 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string): EncodedMapBatc
       putU32LE(b, v + SVC.flags, 0);
     }
   }
-  for (const i of r.seq) {
+  for (const i of seq) {
     if (i < 0) {
       slowPart(i).entries();
       continue;
@@ -1821,6 +1938,12 @@ export class LbModel {
     this.pending = undefined;
     const gen = this.generation;
     const memos: Memo[] = [];
+    r.keys = col(r.seq.length);
+    for (let k = 0; k < r.seq.length; k++) {
+      const i = r.seq[k] as number;
+      r.keys[k] = i >= 0 ? `${r.ns[i]}/${r.name[i]}` : (r.slow[-1 - i] as FastRows["slow"][number]).key; // "namespace/name"
+    }
+    this.order = r.keys;
     for (let k = 0; k < r.seq.length; k++) {
       const i = r.seq[k] as number;
       const key = r.keys[k] as string;
@@ -1865,44 +1988,95 @@ export class LbModel {
    * From empty with no ids to keep: the lean path (FastRows), or undefined when the inputs need
    * the general one (a name given twice, or a frontend claimed twice among lean-path services).
    */
-  private fromEmpty(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[]): LbUpdate | undefined {
+  private fromEmpty(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], stream: LbStream | undefined): LbUpdate | undefined {
     const n = services.length;
+    if (n >= SORT_INDEX_MAX || slices.length >= SORT_INDEX_MAX) return undefined;
+    // Services and slices are ordered by sorting "namespace/name" keys that carry their input index
+    // (sortKey): the engine's own string sort, no comparator, no key → index map, and slices meet
+    // their service by walking both sorted lists (no namespace → name → slices maps).
     const keys: string[] = col(n);
     const codes = new Int32Array(n);
+    const vips = new Float64Array(n);
     let mixed = false;
-    let sorted = true;
     for (let i = 0; i < n; i++) {
       const svc = services[i] as ServiceInput;
-      const key = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
-      keys[i] = key;
-      if (i > 0 && (keys[i - 1] as string) >= key) sorted = false;
-      codes[i] = fastShape(svc);
-      if (codes[i] === -1) mixed = true;
+      const prefix = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
+      if (prefix.includes("\u0000")) return undefined; // (sortKey's separator)
+      keys[i] = sortKey(prefix, i);
+      const clusterIP = svc.spec?.clusterIP;
+      const vip = clusterIP === undefined ? -1 : parseIPv4(clusterIP);
+      const c = fastShape(svc, vip);
+      codes[i] = c;
+      vips[i] = vip;
+      if (c === -1) mixed = true;
     }
-    // Inputs already in namespace/name order (strictly: no name twice) need no sort and no index.
-    let at: Map<string, number> | undefined;
-    if (!sorted) {
-      at = new Map();
-      for (let i = 0; i < n; i++) at.set(keys[i] as string, i);
-      if (at.size !== n) return undefined;
+    // Only lean-path services: their frontends are checked among themselves by number, before
+    // anything is computed or streamed (any frontend claimed twice: the general path); with
+    // computeService in the mix, every frontend is claimed in the pass as computeService does.
+    if (!mixed) {
+      const claimed = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        const p = (((services[i] as ServiceInput).spec as NonNullable<ServiceInput["spec"]>).ports as ServicePortInput[])[0] as ServicePortInput;
+        claimed[i] = fastFrontend(vips[i] as number, p.port, p.protocol === "UDP");
+      }
+      claimed.sort();
+      for (let k = 1; k < n; k++) if (claimed[k] === claimed[k - 1]) return undefined;
     }
-    // The engine's own string sort (no comparator) is several times faster than a comparator's.
-    const order = at === undefined ? keys : keys.slice().sort();
-    const bySvc = slicesByService(slices);
+    const order = keys.sort();
+    // A name given twice (not possible in Kubernetes): the general path keeps them in input order.
+    for (let k = 1; k < n; k++) if (sameSortPrefix(order[k] as string, order[k - 1] as string)) return undefined;
+    // Slices as slicesByService takes them (IPv4, with a service name), per service in input
+    // order. Usually they come in their services' order (the cluster's endpoints controller writes
+    // them so): then each service's slices are one run of the input (`runs`, by service input
+    // index); otherwise by sorted keys, walked beside the sorted services.
+    const runs = sliceRuns(services, slices);
+    // The order as input indices; the sort keys themselves are kept only to walk sorted slices
+    // (otherwise dropped now: garbage, not survivors a scavenge during the loop would copy).
+    const perm = new Int32Array(n);
+    for (let k = 0; k < n; k++) perm[k] = sortIndex(order[k] as string);
+    if (runs !== undefined) order.length = 0;
+    const sliceKeys: string[] = [];
+    if (runs === undefined) {
+      for (let j = 0; j < slices.length; j++) {
+        const sl = slices[j] as EndpointSliceInput;
+        const svcName = sl.metadata.labels?.["kubernetes.io/service-name"];
+        if (!svcName || (sl.addressType !== undefined && sl.addressType !== "IPv4")) continue;
+        const prefix = `${sl.metadata.namespace ?? "default"}/${svcName}`;
+        if (prefix.includes("\u0000")) continue; // no service has such a name
+        sliceKeys.push(sortKey(prefix, j));
+      }
+      sliceKeys.sort();
+    }
     const r = newRows(this.node, n, slices);
     const pass = newPass(emptyIds(), this.node, this.nextService, this.nextBackend);
-    // Only lean-path services: their frontends are checked among themselves by number (any
-    // frontend claimed twice: the general path); with computeService in the mix, every frontend
-    // is claimed in the pass as computeService does.
-    const claimed = mixed ? undefined : new Float64Array(n);
     const problems: ServiceProblem[] = [];
+    const every = Math.max(1, stream?.partServices ?? LB_STREAM_PART);
+    let sent = 0;
+    let q = 0; // next of sliceKeys
+    const mine: EndpointSliceInput[] = []; // this service's slices (reused: fastService keeps none)
     for (let k = 0; k < n; k++) {
-      const key = order[k] as string;
-      const idx = at === undefined ? k : (at.get(key) as number);
+      if (stream !== undefined && k - sent === every) {
+        stream.send(encodeRows(r, stream.pinOf, sent, k));
+        sent = k;
+      }
+      const idx = perm[k] as number;
       const svc = services[idx] as ServiceInput;
       const ns = svc.metadata.namespace ?? "default";
-      const mine = bySvc.get(ns)?.get(svc.metadata.name) ?? (NONE as EndpointSliceInput[]);
-      r.keys[k] = key;
+      mine.length = 0;
+      if (runs !== undefined) {
+        for (let j = runs[2 * idx] as number; j < (runs[2 * idx + 1] as number); j++) {
+          const sl = slices[j] as EndpointSliceInput;
+          if (sl.metadata.labels?.["kubernetes.io/service-name"] && (sl.addressType === undefined || sl.addressType === "IPv4")) mine.push(sl);
+        }
+      } else {
+        const sk = order[k] as string;
+        while (q < sliceKeys.length) {
+          const x = sliceKeys[q] as string;
+          if (sameSortPrefix(x, sk)) mine.push(slices[sortIndex(x)] as EndpointSliceInput);
+          else if (x > sk) break; // (a slice of no service sorts before the next service)
+          q++;
+        }
+      }
       const c = codes[idx] as number;
       if (c !== -1) {
         const spec = svc.spec as NonNullable<ServiceInput["spec"]>;
@@ -1911,30 +2085,27 @@ export class LbModel {
         const udp = p.protocol === "UDP";
         let fid = "";
         let free = true;
-        if (claimed) claimed[k] = fastFrontend(ipv4Number(clusterIP), p.port, udp);
-        else {
+        if (mixed) {
           fid = frontendId(clusterIP, p.port, udp ? "UDP" : "TCP");
           free = !pass.usedFrontends.has(fid);
         }
-        if (free && fastService(r, svc, ns, c, mine, pass)) {
-          if (!claimed) pass.usedFrontends.set(fid, `${key}:${p.name || String(p.port)}`);
+        if (free && fastService(r, svc, ns, c, vips[idx] as number, mine, pass)) {
+          if (mixed) pass.usedFrontends.set(fid, `${ns}/${svc.metadata.name}:${p.name || String(p.port)}`);
           r.seq[k] = r.nSvc - 1;
           continue;
         }
       }
-      const unit = computeService(svc, key, mine, pass);
+      const own = mine.slice();
+      const key = `${ns}/${svc.metadata.name}`;
+      const unit = computeService(svc, key, own, pass);
       for (const x of unit.problems) problems.push(x);
       r.seq[k] = -1 - r.slow.length;
-      r.slow.push({ key, ns, name: svc.metadata.name, input: svc, svc: snapService(svc), slices: mine.map(snapSlice), unit });
+      r.slow.push({ key, ns, name: svc.metadata.name, input: svc, svc: snapService(svc), slices: own.map(snapSlice), unit });
     }
-    if (claimed) {
-      claimed.sort();
-      for (let k = 1; k < n; k++) if (claimed[k] === claimed[k - 1]) return undefined;
-    }
+    if (stream !== undefined && sent < n) stream.send(encodeRows(r, stream.pinOf, sent, n));
     this.generation++;
     this.nextService = pass.nextService;
     this.nextBackend = pass.nextBackend;
-    this.order = r.keys;
     this.pending = r;
     this.state = undefined;
     this.units = [];
@@ -1963,13 +2134,18 @@ export class LbModel {
         return after;
       },
       encode: (pinOf) => encodeRows(r, pinOf),
+      streamed: stream !== undefined,
     };
   }
 
-  update(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[]): LbUpdate {
+  /**
+   * `stream`: where a from-empty update (the lean path) sends its writes in parts while it computes
+   * (then `streamed` is true); any other update sends nothing and the caller writes `encode()`.
+   */
+  update(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], stream?: LbStream): LbUpdate {
     this.settle();
     if (this.memo.size === 0 && this.serviceIds.size === 0 && this.backendIds.size === 0 && services.length > 0) {
-      const lean = this.fromEmpty(services, slices);
+      const lean = this.fromEmpty(services, slices, stream);
       if (lean) return lean;
     }
     const gen = ++this.generation;

@@ -325,6 +325,7 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
 
   after(async () => {
     delete process.env.WEFT_BPF_NO_BATCH;
+    delete process.env.WEFT_BPF_MAP_WORKERS;
     await loader?.closeMapServer();
     if (sb) await sb.dispose();
   });
@@ -424,6 +425,101 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
       /WEFT_BPF: record 1: update .*maps\/arr.*: Argument list too long/,
     );
     assert.equal((await contents(arr)).get(u32(1).toString("hex")), u64(7).toString("hex"));
+  });
+
+  it("a write streamed in parts (one server thread): a failing part stops it, later parts are skipped, the record is counted from the start", async () => {
+    // One worker thread: parts are applied one after the other, so which part fails is certain.
+    await loader.closeMapServer();
+    process.env.WEFT_BPF_MAP_WORKERS = "1";
+    const map = await hashMap("parts", 50);
+    const part = (from: number, n: number) => {
+      const enc = new loader.MapBatchEncoder();
+      const m = enc.map(map);
+      for (let i = from; i < from + n; i++) {
+        const at = enc.update(m, 4, 8);
+        enc.buf.set(u32(i), at);
+        enc.buf.set(u64(i * 2), at + 4);
+      }
+      return enc.finish();
+    };
+    const stream = new loader.MapWriteStream();
+    stream.send(part(1, 30)); // fits
+    stream.send(part(31, 30)); // the 21st record does not: the map holds 50
+    stream.send(part(61, 5)); // not applied
+    assert.equal(stream.parts, 3);
+    await assert.rejects(stream.done(), /WEFT_BPF: record 50: update .*maps\/parts.*: Argument list too long/);
+    const dump = await contents(map);
+    assert.equal(dump.size, 50);
+    for (let i = 1; i <= 50; i++) assert.equal(dump.get(u32(i).toString("hex")), u64(i * 2).toString("hex"), `key ${i}`);
+    assert.equal(dump.has(u32(61).toString("hex")), false, "a part after the failing one is not applied");
+    // The server goes on: a later write (not a continuation) is applied.
+    assert.deepEqual(await loader.writeMaps([{ op: "delete", map, key: u32(1) }]), { updated: 0, deleted: 1, absent: 0 });
+    const again = new loader.MapWriteStream();
+    again.send(part(100, 1));
+    again.send(part(101, 5)); // full again after its first record
+    await assert.rejects(again.done(), /record 1: update/);
+    assert.equal((await contents(map)).has(u32(100).toString("hex")), true);
+    delete process.env.WEFT_BPF_MAP_WORKERS;
+    await loader.closeMapServer();
+  });
+
+  it("a write streamed in parts (two server threads): parts run side by side; a full map fails it, each part applied as a prefix of itself", async () => {
+    const map = await hashMap("parts2", 50);
+    const part = (from: number, n: number) => {
+      const enc = new loader.MapBatchEncoder();
+      const m = enc.map(map);
+      for (let i = from; i < from + n; i++) {
+        const at = enc.update(m, 4, 8);
+        enc.buf.set(u32(i), at);
+        enc.buf.set(u64(i * 2), at + 4);
+      }
+      return enc.finish();
+    };
+    const stream = new loader.MapWriteStream();
+    for (let k = 0; k < 4; k++) stream.send(part(1 + 100 * k, 20)); // 80 records for 50 entries
+    await assert.rejects(stream.done(), /WEFT_BPF: record \d+: update .*maps\/parts2.*: Argument list too long/);
+    const dump = await contents(map);
+    assert.equal(dump.size, 50);
+    // Within every part, what is written is a prefix of it (the part's own order holds).
+    for (let k = 0; k < 4; k++) {
+      let written = 0;
+      while (written < 20 && dump.has(u32(1 + 100 * k + written).toString("hex"))) written++;
+      for (let i = written; i < 20; i++) assert.equal(dump.has(u32(1 + 100 * k + i).toString("hex")), false, `part ${k}: a prefix`);
+    }
+  });
+
+  it("a part is in the kernel while its writer is still busy: parts go to the server without waiting for the event loop", async () => {
+    const map = await hashMap("overlap");
+    const N = 12_000; // ~290 KB a part: more than a socket pair's send buffer (~208 KB) takes at once
+    const part = (from: number) => {
+      const enc = new loader.MapBatchEncoder();
+      const m = enc.map(map);
+      for (let i = from; i < from + N; i++) {
+        const at = enc.update(m, 4, 8);
+        enc.buf.writeUInt32LE(i, at);
+        enc.buf.writeUInt32LE(i, at + 4);
+      }
+      return enc.finish();
+    };
+    const trace = loader.traceMapWrites(true);
+    const stream = new loader.MapWriteStream();
+    const t0 = performance.now();
+    stream.send(part(1));
+    stream.send(part(N + 1));
+    // Busy for 3 s without yielding (generous: the server needs a few ms for both parts).
+    const until = Number(process.hrtime.bigint() / 1000n) + 3_000_000;
+    let busyUs = 0;
+    while (busyUs < until) busyUs = Number(process.hrtime.bigint() / 1000n);
+    const busyEndUs = busyUs;
+    assert.deepEqual(await stream.done(), { updated: 2 * N, deleted: 0, absent: 0 });
+    loader.traceMapWrites(false);
+    const applied = trace.map((t) => t.startUs + t.readUs + t.applyUs);
+    console.log(
+      `two parts of ${N} records: applied ${applied.map((a) => ((a - trace[0]!.sentUs) / 1000).toFixed(1)).join(", ")} ms after the first was sent, the writer busy for ${(performance.now() - t0).toFixed(0)} ms`,
+    );
+    assert.equal(trace.length, 2);
+    for (const a of applied) assert.ok(a < busyEndUs, "applied while the writer had not yielded");
+    assert.equal((await contents(map)).size, 2 * N);
   });
 
   it("writes an LPM trie the same with batch calls and with the per-record fallback", async () => {

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { seededRandom as rng } from "../../../src/core/random.ts";
-import { encodeMapBatch, type MapWrite } from "../../../src/datapath/loader.ts";
+import { type EncodedMapBatch, encodeMapBatch, type MapWrite } from "../../../src/datapath/loader.ts";
 import { LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../../../src/datapath/maps/lb.ts";
 import {
   desiredLb,
@@ -500,5 +500,177 @@ describe("incremental: from empty at 10k services (the lean path and computeServ
       s.u.problems.map((p) => p.service),
       ["default/s20"], // "s151" sorts first and keeps the address
     );
+  });
+});
+
+/** A batch in the map server's framing, decoded: magic, and each record's map pin and raw bytes. */
+function decodeBatch(b: Buffer): { magic: number; records: { pin: string; op: number; key: Buffer; raw: Buffer }[] } {
+  const nmaps = b.readUInt32LE(4);
+  const nrec = b.readUInt32LE(8);
+  assert.equal(b.readUInt32LE(12), b.length - 16, "the header's body size");
+  let off = 16;
+  const pins: string[] = [];
+  for (let i = 0; i < nmaps; i++) {
+    const len = b.readUInt16LE(off);
+    pins.push(b.subarray(off + 2, off + 2 + len).toString());
+    off += 2 + len;
+  }
+  const records: { pin: string; op: number; key: Buffer; raw: Buffer }[] = [];
+  for (let i = 0; i < nrec; i++) {
+    const klen = b.readUInt32LE(off + 4);
+    const vlen = b.readUInt32LE(off + 8);
+    const end = off + 12 + klen + vlen;
+    records.push({ pin: pins[b.readUInt16LE(off + 2)] as string, op: b[off] as number, key: b.subarray(off + 12, off + 12 + klen), raw: b.subarray(off, end) });
+    off = end;
+  }
+  assert.equal(off, b.length, "no bytes after the last record");
+  return { magic: b.readUInt32LE(0), records };
+}
+
+/** lbDiff's order of creations: 0 backends, 1 Maglev chunks, 2 slots, 3 service entries. */
+function category(r: { pin: string; key: Buffer }): number {
+  if (r.pin === pin(LB_MAPS.backends)) return 0;
+  if (r.pin === pin(LB_MAPS.maglev)) return 1;
+  return lb4Key.decode(r.key).slot > 0 ? 2 : 3;
+}
+
+describe("from empty, streamed in parts while computing (LbStream)", () => {
+  /** Services of every shape (see the 10k case below, smaller), plus slices of no service and names that are prefixes of others. */
+  function inputs(shuffled: boolean): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
+    const services: ServiceInput[] = [];
+    const slices: EndpointSliceInput[] = [];
+    for (let i = 0; i < 1200; i++) {
+      const ns = ["default", "a", "a-b", "z"][i % 4] as string;
+      const name = `v${i}`; // v1 is a prefix of v10, v100 ...
+      const spec: NonNullable<ServiceInput["spec"]> = { clusterIP: `10.98.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: 8080 }] };
+      if (i % 97 === 5) spec.sessionAffinity = "ClientIP";
+      if (i % 89 === 3) spec.externalIPs = [`192.0.2.${i % 200}`];
+      const metadata: ServiceInput["metadata"] = { namespace: ns, name };
+      if (i % 101 === 7) metadata.annotations = { "service.weft.io/lb-algorithm": "maglev", "service.weft.io/maglev-table-size": "7" };
+      services.push({ metadata, spec });
+      const eps = Array.from({ length: i % 4 }, (_, e) =>
+        ep(`10.${200 + (i % 50)}.${e}.${1 + (i % 7)}`, e === 2 ? { ready: false, serving: true, terminating: true } : {}),
+      );
+      slices.push({
+        metadata: { namespace: ns, name: `${name}-0`, labels: { "kubernetes.io/service-name": name } },
+        addressType: "IPv4",
+        endpoints: eps,
+        ports: [{ name: "", port: 8080, protocol: "TCP" }],
+      });
+      if (i % 13 === 0) {
+        // a second slice (after the first in input order), and one for a service that does not exist
+        slices.push({
+          ...(slices.at(-1) as EndpointSliceInput),
+          metadata: { namespace: ns, name: `${name}-1`, labels: { "kubernetes.io/service-name": name } },
+          endpoints: [ep(`10.250.${i >> 8}.${i & 255}`)],
+        });
+        if (shuffled)
+          slices.push({
+            ...(slices.at(-1) as EndpointSliceInput),
+            metadata: { namespace: ns, name: `${name}x-0`, labels: { "kubernetes.io/service-name": `${name}x` } },
+          });
+      }
+    }
+    // The same name in another namespace than its slice: no endpoints for it.
+    services.push({ metadata: { namespace: "other", name: "v5" }, spec: { clusterIP: "10.98.200.1", ports: [{ port: 80, targetPort: 8080 }] } });
+    // Inputs in no particular order (slices no longer in their services' order), or as written.
+    const r = rng(3);
+    for (let i = shuffled ? services.length - 1 : 0; i > 0; i--) {
+      const j = Math.floor(r() * (i + 1));
+      [services[i], services[j]] = [services[j] as ServiceInput, services[i] as ServiceInput];
+    }
+    return { services, slices };
+  }
+
+  for (const [every, shuffled] of [
+    [1, true],
+    [7, true],
+    [500, true],
+    [7, false],
+  ] as const) {
+    it(`parts of ${every} services${shuffled ? ", inputs shuffled, slices of no service" : ", slices in their services' order"}: each ordered backends, Maglev, slots, entries; taken category by category they are the whole batch`, () => {
+      const f = inputs(shuffled);
+      const parts: EncodedMapBatch[] = [];
+      const model = new LbModel({});
+      const u = model.update(f.services, f.slices, { pinOf: pin, send: (p) => parts.push(p), partServices: every });
+      assert.equal(u.streamed, true);
+      const scratch = desiredLb(f.services, f.slices, {});
+      assert.deepEqual(u.state, scratch.state);
+      assert.deepEqual(u.problems, scratch.problems);
+      const whole = u.encode(pin);
+      assert.ok(whole.bytes.equals(encodeMapBatch(lbDiff(emptyContents(), lbContents(scratch.state), pin))), "the whole batch is lbDiff's writes");
+      assert.equal(parts.length, Math.ceil(f.services.length / every));
+      const streamed: { pin: string; op: number; key: Buffer; raw: Buffer }[] = [];
+      for (const p of parts) {
+        const d = decodeBatch(p.bytes);
+        assert.equal(d.magic, 0x31424d57, "each part is a batch of its own");
+        assert.equal(d.records.length, p.records);
+        const cats = d.records.map(category);
+        assert.deepEqual(cats, [...cats].sort(), "within a part: backends, Maglev chunks, slots, entries");
+        streamed.push(...d.records);
+      }
+      const byCategory = [0, 1, 2, 3].flatMap((c) => streamed.filter((x) => category(x) === c));
+      const want = decodeBatch(whole.bytes).records;
+      assert.equal(byCategory.length, want.length);
+      // (a record's map index is its batch's own: compared by pin)
+      const unindexed = (raw: Buffer) => Buffer.concat([raw.subarray(0, 2), raw.subarray(4)]);
+      for (let i = 0; i < want.length; i++) {
+        const got = byCategory[i] as { pin: string; raw: Buffer };
+        assert.ok(unindexed(got.raw).equals(unindexed((want[i] as { raw: Buffer }).raw)), `record ${i} as in the whole batch`);
+        assert.equal(got.pin, want[i]?.pin);
+      }
+      // Every prefix of the parts is consistent: a slot names only backends written before it,
+      // an entry's count covers only slots written before it.
+      const backends = new Set<number>();
+      const slots = new Set<string>();
+      for (const x of streamed) {
+        const c = category(x);
+        const value = x.raw.subarray(12 + x.key.length);
+        if (c === 0) backends.add(x.key.readUInt32LE(0));
+        else if (c === 2) {
+          const v = lb4Service.decode(value);
+          assert.ok(backends.has(v.backend_id), "a slot's backend is written before it");
+          slots.add(`${x.key.subarray(0, 6).toString("hex")}/${x.key[10]}/${lb4Key.decode(x.key).slot}`);
+        } else if (c === 3) {
+          const v = lb4Service.decode(value);
+          for (let k = 1; k <= v.count; k++)
+            assert.ok(slots.has(`${x.key.subarray(0, 6).toString("hex")}/${x.key[10]}/${k}`), "an entry's slots are written before it");
+        }
+      }
+    });
+  }
+
+  it("a frontend claimed twice among common-shape services: nothing streamed, the general path's batch", () => {
+    const f = fleet(200);
+    (f.services[150] as ServiceInput).spec = { clusterIP: "10.96.1.20", ports: [{ port: 80, targetPort: 8080 }] };
+    const parts: EncodedMapBatch[] = [];
+    const u = new LbModel({}).update(f.services, f.slices, { pinOf: pin, send: (p) => parts.push(p), partServices: 10 });
+    assert.equal(u.streamed, false);
+    assert.equal(parts.length, 0);
+    assert.ok(u.encode(pin).bytes.equals(encodeMapBatch(lbDiff(u.before, u.after, pin))));
+    assert.deepEqual(u.problems, desiredLb(f.services, f.slices, {}).problems);
+  });
+
+  it("a name given twice: nothing streamed, the same result as from scratch", () => {
+    const f = fleet(50);
+    f.services.push({ metadata: { namespace: "default", name: "s7" }, spec: { clusterIP: "10.96.9.7", ports: [{ port: 80, targetPort: 8080 }] } });
+    const parts: EncodedMapBatch[] = [];
+    const model = new LbModel({});
+    const u = model.update(f.services, f.slices, { pinOf: pin, send: (p) => parts.push(p), partServices: 10 });
+    assert.equal(u.streamed, false);
+    assert.equal(parts.length, 0);
+    assert.deepEqual(u.state, desiredLb(f.services, f.slices, {}).state);
+  });
+
+  it("an update that is not from empty streams nothing", () => {
+    const f = fleet(30);
+    const model = new LbModel({});
+    model.update(f.services, f.slices);
+    const parts: EncodedMapBatch[] = [];
+    (f.slices[3] as EndpointSliceInput).endpoints = [ep("10.250.0.1")];
+    const u = model.update(f.services, f.slices, { pinOf: pin, send: (p) => parts.push(p), partServices: 1 });
+    assert.equal(u.streamed, false);
+    assert.equal(parts.length, 0);
+    assert.equal(u.recomputed, 1);
   });
 });
