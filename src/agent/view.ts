@@ -54,9 +54,9 @@ function readObjects(store: Store): StoredObjects {
   }
   return {
     revision,
-    services: store.list("Service"),
-    namespaces: store.list("Namespace"),
-    identities: identityTable(store.list("CiliumIdentity")),
+    services: store.listShared("Service"),
+    namespaces: store.listShared("Namespace"),
+    identities: identityTable(store.listShared("CiliumIdentity")),
     policies,
     policyProblems,
   };

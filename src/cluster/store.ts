@@ -2,7 +2,7 @@
 // server. Only `weft up`/`apply`/`delete` write it (through `writeObjects`/`deleteObjects`); agents and
 // kubelets only read it and poll its revision.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import YAML from "yaml";
 import { defaultStateRoot } from "./config.ts";
@@ -40,10 +40,27 @@ export function writeAtomic(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
+/** A parsed object file, kept while the file is the same one (every write renames a new file in). */
+interface ParsedFile {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  object: K8sObject;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (v && typeof v === "object" && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}
+
 export class Store {
   readonly dir: string;
   /** The cluster's name (the state folder's name). */
   readonly cluster: string;
+  private readonly parsed = new Map<string, ParsedFile>();
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, "objects");
@@ -74,6 +91,37 @@ export class Store {
         out.push(YAML.parse(readFileSync(join(kindDir, ns, file), "utf8")) as K8sObject);
       }
     }
+    return out;
+  }
+
+  /**
+   * list() for readers that poll (agents): a file whose inode, size and modification time are
+   * those of the last call is not parsed again — one `weft apply` of a Service among 10k then costs
+   * a stat per file instead of 10k YAML parses (~2.6 s). The objects are shared between calls and
+   * deeply frozen: a caller that tries to change one gets a TypeError, never a changed cache.
+   */
+  listShared(kind: string): K8sObject[] {
+    const kindDir = join(this.dir, kind);
+    const out: K8sObject[] = [];
+    const seen = new Set<string>();
+    for (const ns of existsSync(kindDir) ? readdirSync(kindDir).sort() : []) {
+      for (const file of readdirSync(join(kindDir, ns)).sort()) {
+        if (!file.endsWith(".yaml")) continue;
+        const path = join(kindDir, ns, file);
+        const st = statSync(path, { throwIfNoEntry: false });
+        if (!st) continue; // deleted since the directory was read
+        seen.add(path);
+        const hit = this.parsed.get(path);
+        if (hit && hit.ino === st.ino && hit.size === st.size && hit.mtimeMs === st.mtimeMs) {
+          out.push(hit.object);
+          continue;
+        }
+        const object = deepFreeze(YAML.parse(readFileSync(path, "utf8")) as K8sObject);
+        this.parsed.set(path, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, object });
+        out.push(object);
+      }
+    }
+    for (const path of this.parsed.keys()) if (path.startsWith(`${kindDir}/`) && !seen.has(path)) this.parsed.delete(path);
     return out;
   }
 
