@@ -1,6 +1,8 @@
 // The cluster DNS server (the local cluster's CoreDNS): runs as pods behind the kube-dns Service,
-// answers the cluster zone over UDP and TCP from the object store and the kubelets' status, which it
-// re-reads at most every 500 ms. It depends on no agent, so an agent restart does not touch it.
+// answers the cluster zone over UDP and TCP from the object store and the kubelets' status. A query
+// sees every Service applied before it (the store's revision is checked on each one, as CoreDNS
+// watches the API); pods' addresses are re-read at most every 500 ms. It depends on no agent, so an
+// agent restart does not touch it.
 
 import dgram from "node:dgram";
 import net from "node:net";
@@ -17,11 +19,15 @@ export function createResolver(cluster: string, zone = "cluster.local"): (msg: B
   const store = openStore(cluster);
   let data: ZoneData = { zone, services: [], slices: [] };
   let loadedAt = 0;
+  let revision = -1;
   const current = (): ZoneData => {
-    if (Date.now() - loadedAt > REFRESH_MS) {
-      const services = store.list("Service");
+    const now = store.revision();
+    if (now !== revision || Date.now() - loadedAt > REFRESH_MS) {
+      // Only the Service files that changed are parsed again (listShared).
+      const services = store.listShared("Service");
       data = { zone, services, slices: endpointSlices(services, listPodRecords(cluster)) };
       loadedAt = Date.now();
+      revision = now;
     }
     return data;
   };

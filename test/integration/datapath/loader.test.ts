@@ -316,6 +316,17 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
   const contents = async (pin: string) => new Map((await loader.dumpMap(pin)).entries.map((e) => [e.key.toString("hex"), e.value.toString("hex")]));
   const hashMap = async (name: string, maxEntries = 65536) =>
     (await loader.createMap(loader.pins.map(sb.pinRoot, name), { type: "hash", keySize: 4, valueSize: 8, maxEntries, flags: 1, name })).pin;
+  /** One streamed part: updates of keys from .. from + n - 1 (u32) to twice the key (u64). */
+  const partOf = (map: string, from: number, n: number) => {
+    const enc = new loader.MapBatchEncoder();
+    const m = enc.map(map);
+    for (let i = from; i < from + n; i++) {
+      const at = enc.update(m, 4, 8);
+      enc.buf.set(u32(i), at);
+      enc.buf.set(u64(i * 2), at + 4);
+    }
+    return enc.finish();
+  };
 
   before(async () => {
     loader = await import("../../../src/datapath/loader.ts");
@@ -432,16 +443,7 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
     await loader.closeMapServer();
     process.env.WEFT_BPF_MAP_WORKERS = "1";
     const map = await hashMap("parts", 50);
-    const part = (from: number, n: number) => {
-      const enc = new loader.MapBatchEncoder();
-      const m = enc.map(map);
-      for (let i = from; i < from + n; i++) {
-        const at = enc.update(m, 4, 8);
-        enc.buf.set(u32(i), at);
-        enc.buf.set(u64(i * 2), at + 4);
-      }
-      return enc.finish();
-    };
+    const part = (from: number, n: number) => partOf(map, from, n);
     const stream = new loader.MapWriteStream();
     stream.send(part(1, 30)); // fits
     stream.send(part(31, 30)); // the 21st record does not: the map holds 50
@@ -465,16 +467,7 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
 
   it("a write streamed in parts (two server threads): parts run side by side; a full map fails it, each part applied as a prefix of itself", async () => {
     const map = await hashMap("parts2", 50);
-    const part = (from: number, n: number) => {
-      const enc = new loader.MapBatchEncoder();
-      const m = enc.map(map);
-      for (let i = from; i < from + n; i++) {
-        const at = enc.update(m, 4, 8);
-        enc.buf.set(u32(i), at);
-        enc.buf.set(u64(i * 2), at + 4);
-      }
-      return enc.finish();
-    };
+    const part = (from: number, n: number) => partOf(map, from, n);
     const stream = new loader.MapWriteStream();
     for (let k = 0; k < 4; k++) stream.send(part(1 + 100 * k, 20)); // 80 records for 50 entries
     await assert.rejects(stream.done(), /WEFT_BPF: record \d+: update .*maps\/parts2.*: Argument list too long/);
