@@ -507,6 +507,19 @@ interface BatchAnswer extends MapWriteResult {
   apply_us?: number;
 }
 
+/** Calls `onLine` with each complete line a helper writes (its answers are one line each). */
+function onLines(stream: NodeJS.ReadableStream | null, onLine: (line: string) => void): void {
+  let buffered = "";
+  stream?.setEncoding("utf8").on("data", (d: string) => {
+    buffered += d;
+    for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      onLine(line);
+    }
+  });
+}
+
 /** One batch sent to the map server and not answered yet. */
 interface Pending {
   resolve: (line: string) => void;
@@ -616,7 +629,6 @@ class PipeWriter {
 class MapServer {
   private readonly child: ChildProcess;
   private readonly input: PipeWriter;
-  private lines = "";
   private stderr = "";
   private readonly pending: Pending[] = [];
   dead = false;
@@ -632,16 +644,11 @@ class MapServer {
       this.child.kill("SIGKILL");
       this.die(new WeftError("WEFT_BPF", `writing to map-server: ${err.message}`, "map-server"));
     });
-    this.child.stdout?.setEncoding("utf8").on("data", (d: string) => {
-      this.lines += d;
-      for (let nl = this.lines.indexOf("\n"); nl >= 0; nl = this.lines.indexOf("\n")) {
-        const line = this.lines.slice(0, nl);
-        this.lines = this.lines.slice(nl + 1);
-        const w = this.pending.shift();
-        if (w === undefined) continue;
-        clearTimeout(w.timer);
-        w.resolve(line);
-      }
+    onLines(this.child.stdout, (line) => {
+      const w = this.pending.shift();
+      if (w === undefined) return;
+      clearTimeout(w.timer);
+      w.resolve(line);
       if (this.pending.length === 0 && !this.dead) this.idle();
     });
     this.child.stderr?.setEncoding("utf8").on("data", (d: string) => {
@@ -743,23 +750,21 @@ async function sendEncoded(encoded: EncodedMapBatch, timeoutMs: number, recordBa
   if (!server || server.dead) server = new MapServer();
   const sentUs = trace ? Number(process.hrtime.bigint() / 1000n) : 0;
   const line = await server.request(batch, timeoutMs);
-  if (trace) {
-    const a = JSON.parse(line) as { start_us?: number; read_us?: number; apply_us?: number };
-    trace.push({
-      records: encoded.records,
-      sentUs,
-      startUs: a.start_us ?? 0,
-      readUs: a.read_us ?? 0,
-      applyUs: a.apply_us ?? 0,
-      answeredUs: Number(process.hrtime.bigint() / 1000n),
-    });
-  }
-  let answer: BatchAnswer & { error?: string };
+  const answeredUs = trace ? Number(process.hrtime.bigint() / 1000n) : 0;
+  let answer: BatchAnswer & { error?: string; start_us?: number };
   try {
-    answer = JSON.parse(line) as BatchAnswer & { error?: string };
+    answer = JSON.parse(line) as BatchAnswer & { error?: string; start_us?: number };
   } catch {
     throw new WeftError("WEFT_BPF", `unreadable answer from map-server: ${line.slice(0, 200)}`, "map-server");
   }
+  trace?.push({
+    records: encoded.records,
+    sentUs,
+    startUs: answer.start_us ?? 0,
+    readUs: answer.read_us ?? 0,
+    applyUs: answer.apply_us ?? 0,
+    answeredUs,
+  });
   if (answer.error !== undefined) {
     throw new WeftError(
       "WEFT_BPF",
@@ -1116,16 +1121,10 @@ export class MapLookup {
     const child = spawn(helperPath(), ["map-lookup-server", this.mapPin], { stdio: ["pipe", "pipe", "pipe"] });
     const ch: LookupChannel = { child, waiting: [] };
     this.channel = ch;
-    let buffered = "";
     let stderr = "";
     child.stdin?.on("error", () => {});
-    child.stdout?.setEncoding("utf8").on("data", (d: string) => {
-      buffered += d;
-      for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        ch.waiting.shift()?.(line);
-      }
+    onLines(child.stdout, (line) => {
+      ch.waiting.shift()?.(line);
       if (ch.waiting.length === 0) holdLoop(ch, false);
     });
     child.stderr?.setEncoding("utf8").on("data", (d: string) => {

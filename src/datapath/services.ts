@@ -321,28 +321,10 @@ function reportProblem(unit: ServiceUnit, service: string, reason: string, port?
 
 /** IPV4.test(s) without the regex engine (the hot path: every endpoint address). */
 function isIPv4(s: string): boolean {
-  const n = s.length;
-  if (n < 7 || n > 15) return false;
-  let parts = 0;
-  let digits = 0;
-  let value = 0;
-  let first = 0;
-  for (let i = 0; i <= n; i++) {
-    const c = i < n ? s.charCodeAt(i) : 46;
-    if (c === 46) {
-      if (digits === 0 || value > 255 || (digits > 1 && first === 48) || ++parts > 4) return false;
-      digits = 0;
-      value = 0;
-    } else if (c >= 48 && c <= 57) {
-      if (digits === 0) first = c;
-      if (++digits > 3) return false;
-      value = value * 10 + (c - 48);
-    } else return false;
-  }
-  return parts === 4;
+  return parseIPv4(s) >= 0;
 }
 
-/** isIPv4 and ipv4Number in one pass: the address as ipv4Number gives it, or -1 when not a dotted quad. */
+/** Checks a dotted quad and converts it in one pass: the address as ipv4Number gives it, or -1 when it is none. */
 function parseIPv4(s: string): number {
   const n = s.length;
   if (n < 7 || n > 15) return -1;

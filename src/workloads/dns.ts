@@ -6,6 +6,7 @@
 
 import dgram from "node:dgram";
 import net from "node:net";
+import { defaultStateRoot } from "../cluster/config.ts";
 import { endpointSlices } from "../cluster/endpoints.ts";
 import { listPodRecords } from "../cluster/pods.ts";
 import { openStore } from "../cluster/store.ts";
@@ -15,8 +16,8 @@ import { buildResponse, DnsFormatError, formErr, parseQuery, RCODE } from "../dn
 
 const REFRESH_MS = 500;
 
-export function createResolver(cluster: string, zone = "cluster.local"): (msg: Buffer) => Buffer {
-  const store = openStore(cluster);
+export function createResolver(cluster: string, zone = "cluster.local", stateRoot = defaultStateRoot()): (msg: Buffer) => Buffer {
+  const store = openStore(cluster, stateRoot);
   let data: ZoneData = { zone, services: [], slices: [] };
   let loadedAt = 0;
   let revision = -1;
@@ -25,7 +26,7 @@ export function createResolver(cluster: string, zone = "cluster.local"): (msg: B
     if (now !== revision || Date.now() - loadedAt > REFRESH_MS) {
       // Only the Service files that changed are parsed again (listShared).
       const services = store.listShared("Service");
-      data = { zone, services, slices: endpointSlices(services, listPodRecords(cluster)) };
+      data = { zone, services, slices: endpointSlices(services, listPodRecords(cluster, stateRoot)) };
       loadedAt = Date.now();
       revision = now;
     }

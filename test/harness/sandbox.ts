@@ -3,10 +3,11 @@
 // Removes what an earlier, killed run of the same suite left (its pid is gone). Never touches the
 // root network namespace beyond creating and deleting the namespace itself.
 
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { helperPath, pinRoot, removePins } from "../../src/datapath/loader.ts";
 
@@ -126,6 +127,16 @@ export async function removeStale(suite: string): Promise<string[]> {
     }
   }
   return removed;
+}
+
+/**
+ * How a kernel test suite starts: the BPF objects built (scripts/build-bpf.sh, a no-op when they
+ * are up to date), what an earlier, killed run of `suite` left removed, and a fresh sandbox.
+ */
+export async function freshSandbox(suite: string): Promise<Sandbox> {
+  execFileSync("sh", [fileURLToPath(new URL("../../scripts/build-bpf.sh", import.meta.url))], { stdio: "ignore" });
+  await removeStale(suite);
+  return createSandbox(suite);
 }
 
 export async function createSandbox(suite: string, node = "n1"): Promise<Sandbox> {

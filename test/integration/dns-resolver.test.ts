@@ -29,10 +29,9 @@ describe("cluster DNS resolver", () => {
   after(() => rmSync(root, { recursive: true, force: true }));
 
   it("answers a Service applied just before the query, and forgets a deleted one at once", () => {
-    process.env.WEFT_STATE_DIR = root;
     const store = openStore("dnstest", root);
     store.write([svc("first", "10.96.0.10")]);
-    const resolve = createResolver("dnstest");
+    const resolve = createResolver("dnstest", "cluster.local", root);
     assert.deepEqual(summary(resolve(query("first.default.svc.cluster.local", 1))), { rcode: 0, answers: 1 });
     assert.equal(summary(resolve(query("second.default.svc.cluster.local", 2))).rcode, 3, "not there yet: NXDOMAIN");
     store.write([svc("second", "10.96.0.11")]); // right after a query: within the 500 ms refresh
@@ -43,6 +42,5 @@ describe("cluster DNS resolver", () => {
     store.delete([{ kind: "Service", metadata: { name: "first", namespace: "default" } }]);
     assert.equal(summary(resolve(query("first.default.svc.cluster.local", 4))).rcode, 3, "a deleted Service: NXDOMAIN");
     console.log(`# answered after the write in ${(performance.now() - started).toFixed(1)} ms`);
-    delete process.env.WEFT_STATE_DIR;
   });
 });

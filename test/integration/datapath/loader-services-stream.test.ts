@@ -6,16 +6,12 @@
 // Run: node --import tsx --test test/integration/datapath/loader-services-stream.test.ts
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { loadSockDatapath, readLbContents, ServiceSync } from "../../../src/datapath/lb-sync.ts";
 import { closeMapServer } from "../../../src/datapath/loader.ts";
 import { lb4Backend, lb4Key, lb4Service } from "../../../src/datapath/maps/lb.ts";
 import { desiredLb, type EndpointSliceInput, lbContents, type ServiceInput } from "../../../src/datapath/services.ts";
-import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
-
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
+import { freshSandbox, type Sandbox } from "../../harness/sandbox.ts";
 
 /** n common-shape services (one port, two endpoints): 2 backends, 2 slots and 1 entry each. */
 function fleet(n: number): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
@@ -44,9 +40,7 @@ describe("service sync from empty, streamed in parts", { timeout: 120_000 }, () 
   let sb: Sandbox;
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("lb-stream");
-    sb = await createSandbox("lb-stream");
+    sb = await freshSandbox("lb-stream");
     await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 1024 });
   });
 

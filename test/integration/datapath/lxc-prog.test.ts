@@ -5,9 +5,7 @@
 // Run: node --import tsx --test test/integration/datapath/lxc-prog.test.ts
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { DropReason } from "../../../src/datapath/drop-reasons.ts";
 import { CtState, type DatapathEvent, decodeEvent, EVENT_FLAG, EventType, PolicyMatch, Verdict } from "../../../src/datapath/events.ts";
 import { loadObject, objectPath, openRingBuffer, pins, programOf, type RingBufferReader, runProgram, writeMaps } from "../../../src/datapath/loader.ts";
@@ -17,9 +15,8 @@ import { encodeIpcacheKey, encodeIpcacheValue, IPCACHE_MAP } from "../../../src/
 import { ensureSubjectMap, policyWrites } from "../../../src/datapath/maps/policy.ts";
 import type { PolicyEntry } from "../../../src/policy/key.ts";
 import { icmp, type L3, PROTO, skbCtx, TCP, tcp, truncated, udp } from "../../harness/packets.ts";
-import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
+import { freshSandbox, type Sandbox } from "../../harness/sandbox.ts";
 
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const OK = 0; // TC_ACT_OK
 const SHOT = 2; // TC_ACT_SHOT
 
@@ -289,9 +286,7 @@ describe("lxc programs on crafted packets", () => {
   let progFrom: string;
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("lxcprog");
-    sb = await createSandbox("lxcprog");
+    sb = await freshSandbox("lxcprog");
     const loaded = await loadObject(objectPath("lxc"), sb.pinRoot);
     progTo = programOf(loaded, "lxc_to_endpoint").pin;
     progFrom = programOf(loaded, "lxc_from_endpoint").pin;

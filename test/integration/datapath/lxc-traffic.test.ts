@@ -6,9 +6,8 @@
 // Run: node --import tsx --test test/integration/datapath/lxc-traffic.test.ts
 
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { DropReason } from "../../../src/datapath/drop-reasons.ts";
 import { type DatapathEvent, EventType, monotonicToDate, Verdict } from "../../../src/datapath/events.ts";
 import { writeMaps } from "../../../src/datapath/loader.ts";
@@ -20,9 +19,8 @@ import { untilReady } from "../../harness/child-lines.ts";
 import { EventLog } from "../../harness/event-log.ts";
 import { runClient } from "../../harness/l4-client.ts";
 import { attachLxc, endpointWrite, ipcacheWrite } from "../../harness/node-datapath.ts";
-import { buildTwoNodes, createSandbox, removeStale, type Sandbox, type SandboxPod, type UnderlayNode } from "../../harness/sandbox.ts";
+import { buildTwoNodes, createSandbox, freshSandbox, removeStale, type Sandbox, type SandboxPod, type UnderlayNode } from "../../harness/sandbox.ts";
 
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const GW = "10.200.1.1";
 const A = { ip: "10.200.1.10", id: 1000 }; // server
 const B = { ip: "10.200.1.20", id: 2000 }; // client the server's policy allows
@@ -55,9 +53,7 @@ describe("lxc programs with real traffic between pod namespaces", () => {
   const flows = new FlowRing(1024);
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("lxctraffic");
-    sb = await createSandbox("lxctraffic");
+    sb = await freshSandbox("lxctraffic");
     pods = {
       a: await sb.addPod("a", { ip: A.ip, hostIf: "lxca", gateway: GW }),
       b: await sb.addPod("b", { ip: B.ip, hostIf: "lxcb", gateway: GW }),

@@ -5,15 +5,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { loadObject, MapLookup, objectPath, pins, writeMaps } from "../../../src/datapath/loader.ts";
-import { createSandbox, removeStale } from "../../harness/sandbox.ts";
+import { freshSandbox } from "../../harness/sandbox.ts";
 
 const key = (n: number) => Buffer.from([n, 0, 0, 0]);
 const value = (n: number) => Buffer.from([n, 0, 0, 0, 0, 0, 0, 0]);
 
 describe("map lookup channel", () => {
   it("recovers when the map is pinned after the channel opened", async () => {
-    await removeStale("lookup-late"); // what an earlier, killed run left
-    const sb = await createSandbox("lookup-late");
+    const sb = await freshSandbox("lookup-late");
     const problems: string[] = [];
     const map = pins.map(sb.pinRoot, "probe_udp");
     const lookup = new MapLookup(map, (m) => problems.push(m));

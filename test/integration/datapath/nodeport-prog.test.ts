@@ -9,7 +9,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { ServiceSync } from "../../../src/datapath/lb-sync.ts";
 import { dumpMap, loadObject, objectPath, pins, programOf, runProgram, writeMaps } from "../../../src/datapath/loader.ts";
 import { flowHash, maglevTable } from "../../../src/datapath/maglev.ts";
@@ -18,9 +17,8 @@ import { decodeNat, NAT_PORT_MAX, NAT_PORT_MIN, NODEPORT_NAT_MAP, nodeIpConstant
 import { HOST_PROGRAMS } from "../../../src/datapath/nodeport-sync.ts";
 import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
 import { checksumsOk, type L3, readFrame, TCP, tcp, udp, withL4Checksum } from "../../harness/packets.ts";
-import { createSandbox, helperInNetns, removeStale, type Sandbox } from "../../harness/sandbox.ts";
+import { freshSandbox, helperInNetns, type Sandbox } from "../../harness/sandbox.ts";
 
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const OK = 0;
 const SHOT = 2;
 const REDIRECT = 7; // TC_ACT_REDIRECT: bpf_redirect / bpf_redirect_neigh
@@ -98,9 +96,7 @@ describe("host.c on crafted packets: NodePort DNAT/SNAT and reverse NAT", () => 
     withL4Checksum(tcp({ src, dst } as L3, sport, dport, flags, Buffer.from("payload!")));
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("npprog");
-    sb = await createSandbox("npprog");
+    sb = await freshSandbox("npprog");
     // The "node": its underlay on a veth, a route to node 2's pods via node 2 and
     // permanent neighbours, so FIB lookups answer with MACs.
     const ip = (...args: string[]) => execFileSync("ip", ["-n", sb.netns, ...args]);

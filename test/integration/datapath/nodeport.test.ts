@@ -10,7 +10,6 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { type DatapathEvent, EventType, Verdict } from "../../../src/datapath/events.ts";
 import { ServiceSync } from "../../../src/datapath/lb-sync.ts";
 import { dumpMap, pins } from "../../../src/datapath/loader.ts";
@@ -21,9 +20,8 @@ import { untilReady } from "../../harness/child-lines.ts";
 import { EventLog } from "../../harness/event-log.ts";
 import { type ClientResult, runClient } from "../../harness/l4-client.ts";
 import { ID, setUpNodePortNode } from "../../harness/node-datapath.ts";
-import { buildTwoNodes, type ClusterNode, createSandbox, removeStale, type Sandbox, type UnderlayNode } from "../../harness/sandbox.ts";
+import { buildTwoNodes, type ClusterNode, freshSandbox, type Sandbox, type UnderlayNode } from "../../harness/sandbox.ts";
 
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const OUTSIDE = "10.254.0.2";
 const N1: UnderlayNode = { name: "n1", underlay: "10.254.0.11", overlay: "10.253.0.11", mac: "02:77:00:00:00:01", gw: "10.200.1.1", cidr: "10.200.1.0/24" };
 const N2: UnderlayNode = { name: "n2", underlay: "10.254.0.12", overlay: "10.253.0.12", mac: "02:77:00:00:00:02", gw: "10.200.2.1", cidr: "10.200.2.0/24" };
@@ -101,9 +99,7 @@ describe("NodePort from outside the node, real traffic over an underlay and VXLA
   const logs: Partial<Record<"n1" | "n2", EventLog>> = {};
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("nodeport");
-    sb = await createSandbox("nodeport");
+    sb = await freshSandbox("nodeport");
     // The local cluster's wiring: underlay bridge, outside, two nodes joined by external VXLAN, a pod each.
     ({ outside, nodes } = await buildTwoNodes(sb, OUTSIDE, [N1, N2], [P1.ip, P2.ip]));
 

@@ -9,9 +9,8 @@
 // Run: node --import tsx --test test/integration/datapath/redirect-nodeport.test.ts
 
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { ServiceSync } from "../../../src/datapath/lb-sync.ts";
 import { pins, writeMaps } from "../../../src/datapath/loader.ts";
 import { encodeIpcacheKey, encodeIpcacheValue, IPCACHE_MAP } from "../../../src/datapath/maps/ipcache.ts";
@@ -22,10 +21,9 @@ import type { PolicyEntry } from "../../../src/policy/key.ts";
 import { untilReady } from "../../harness/child-lines.ts";
 import { type ClientResult, runClient } from "../../harness/l4-client.ts";
 import { ID, setUpNodePortNode } from "../../harness/node-datapath.ts";
-import { buildTwoNodes, type ClusterNode, createSandbox, removeStale, type Sandbox, type UnderlayNode } from "../../harness/sandbox.ts";
+import { buildTwoNodes, type ClusterNode, freshSandbox, type Sandbox, type UnderlayNode } from "../../harness/sandbox.ts";
 import { type Accepted, type StandInProxy, startStandInProxy } from "../../harness/stand-in-proxy.ts";
 
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const OUTSIDE = "10.254.0.2";
 const PROXY_PORT = 15001;
 const N1: UnderlayNode = { name: "n1", underlay: "10.254.0.11", overlay: "10.253.0.11", mac: "02:78:00:00:00:01", gw: "10.200.1.1", cidr: "10.200.1.0/24" };
@@ -86,9 +84,7 @@ describe("NodePort from outside to an L7-policed pod: handed to the node proxy (
   const servers: ChildProcess[] = [];
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("redirnp");
-    sb = await createSandbox("redirnp");
+    sb = await freshSandbox("redirnp");
     // The local cluster's wiring: underlay bridge, outside, two nodes joined by external VXLAN, a pod each.
     ({ outside, nodes } = await buildTwoNodes(sb, OUTSIDE, [N1, N2], [P1.ip, P2.ip]));
 

@@ -10,9 +10,8 @@
 // Run: node --import tsx --test test/integration/datapath/redirect.test.ts
 
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { DropReason } from "../../../src/datapath/drop-reasons.ts";
 import { EventType, Verdict } from "../../../src/datapath/events.ts";
 import { loadSockDatapath, registerNetns } from "../../../src/datapath/lb-sync.ts";
@@ -27,10 +26,9 @@ import { untilReady } from "../../harness/child-lines.ts";
 import { EventLog } from "../../harness/event-log.ts";
 import { type ClientResult, runClient } from "../../harness/l4-client.ts";
 import { attachLxc, endpointWrite, ipcacheWrite } from "../../harness/node-datapath.ts";
-import { buildTwoNodes, createSandbox, removeStale, type Sandbox, type SandboxPod, type UnderlayNode } from "../../harness/sandbox.ts";
+import { buildTwoNodes, freshSandbox, type Sandbox, type SandboxPod, type UnderlayNode } from "../../harness/sandbox.ts";
 import { type Accepted, type StandInProxy, startStandInProxy } from "../../harness/stand-in-proxy.ts";
 
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const PROXY_PORT = 15001;
 
 // Backend: answers "hi <the peer it sees>" and ends. Bounded in time.
@@ -87,9 +85,7 @@ describe("client-side redirect at connect(), upstream identity (one node)", () =
   const accepts = () => proxy.accepts();
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("redir");
-    sb = await createSandbox("redir");
+    sb = await freshSandbox("redir");
     root = sb.pinRoot;
     podsCg = sb.addCgroup("pods");
     const proxyCg = sb.addCgroup("proxy");
@@ -248,9 +244,7 @@ describe("server-side redirect through vx0 with bpf_sk_assign; upstream identity
   const roots = { n1: "", n2: "" };
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("redirvx");
-    sb = await createSandbox("redirvx");
+    sb = await freshSandbox("redirvx");
     const { nodes } = await buildTwoNodes(sb, "10.254.0.2", [N1, N2], [SRV.ip, CLI.ip]); // its outside namespace stays idle here
     node1 = nodes.n1.ns;
     srv = nodes.n1.pod;

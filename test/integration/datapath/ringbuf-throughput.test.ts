@@ -3,13 +3,10 @@
 // Run: node --import tsx --test test/integration/datapath/ringbuf-throughput.test.ts
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { dumpMap, loadObject, objectPath, openRingBuffer, pins, programOf, type RingBufferReader, runProgram } from "../../../src/datapath/loader.ts";
-import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
+import { freshSandbox, type Sandbox } from "../../harness/sandbox.ts";
 
-const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const TOTAL = 1_000_000;
 const BURST = 250_000; // probe_burst_events holds two bursts (32 MiB / 32 bytes per record / 4)
 
@@ -25,9 +22,7 @@ describe("ring buffer throughput (real BPF)", { timeout: 120_000 }, () => {
   let rb: RingBufferReader | undefined;
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("ringbuf");
-    sb = await createSandbox("ringbuf");
+    sb = await freshSandbox("ringbuf");
   });
 
   after(async () => {

@@ -28,7 +28,7 @@ import {
 } from "../../../src/datapath/maps/lb.ts";
 import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
 import { firstLine, JsonLines } from "../../harness/child-lines.ts";
-import { createSandbox, removeStale, type Sandbox } from "../../harness/sandbox.ts";
+import { freshSandbox, type Sandbox } from "../../harness/sandbox.ts";
 
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const NODE = process.execPath;
@@ -243,9 +243,7 @@ describe("socket load balancer (real BPF, throwaway netns + child cgroup)", { ti
   const outsider = (...args: string[]) => lineFrom(sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, ...args]), 25_000) as Promise<ClientResult>;
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("sock");
-    sb = await createSandbox("sock");
+    sb = await freshSandbox("sock");
     const server = sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, "serve", BACKENDS.join(","), String(TCP_PORT), String(UDP_PORT)]);
     await lineFrom(server, 10_000);
     await loadSockDatapath(sb.pinRoot, sb.cgroup);
@@ -459,9 +457,7 @@ describe("service map sizes (lbMapMax): set at creation, checked on reuse, full 
   let sb: Sandbox;
 
   before(async () => {
-    execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
-    await removeStale("sock-size");
-    sb = await createSandbox("sock-size");
+    sb = await freshSandbox("sock-size");
   });
 
   after(async () => {
