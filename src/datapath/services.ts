@@ -1009,6 +1009,18 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
     putU32LE(b, v + SVC.maglev_size, f.maglevSize);
     putU32LE(b, v + SVC.flags, f.flags);
   };
+  /** Every frontend (internal, then external) of the units, with the services map opened at the first. */
+  const eachFrontend = (write: (mS: number, f: LbFrontend) => void) => {
+    let mS = -1;
+    for (const u of units) {
+      for (const list of [u.frontends, u.external ?? NONE]) {
+        for (const f of list) {
+          if (mS < 0) mS = enc.map(pinOf(LB_MAPS.services));
+          write(mS, f);
+        }
+      }
+    }
+  };
   return {
     backends() {
       let mB = -1;
@@ -1051,26 +1063,10 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
       }
     },
     slots() {
-      let mS = -1;
-      for (const u of units) {
-        for (const list of [u.frontends, u.external ?? NONE]) {
-          for (const f of list) {
-            if (mS < 0) mS = enc.map(pinOf(LB_MAPS.services));
-            slots(mS, f);
-          }
-        }
-      }
+      eachFrontend(slots);
     },
     entries() {
-      let mS = -1;
-      for (const u of units) {
-        for (const list of [u.frontends, u.external ?? NONE]) {
-          for (const f of list) {
-            if (mS < 0) mS = enc.map(pinOf(LB_MAPS.services));
-            entry(mS, f);
-          }
-        }
-      }
+      eachFrontend(entry);
     },
   };
 }
