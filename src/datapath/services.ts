@@ -1951,15 +1951,18 @@ export class LbModel {
       const unit = computeService(inputs.svc, key, inputs.slices, newPass(emptyIds(), r.node, r.serviceId[i] as number, firstBackend));
       memos.push({ key, ns, name, svc: snap, slices, tokens: tokensOf(snap), unit, entries: undefined, seen: gen, input: r.input[i] as ServiceInput });
     }
-    for (const m of memos) {
-      for (let i = 0; i < m.unit.serviceKeys.length; i++) this.serviceIds.set(m.unit.serviceKeys[i] as string, m.unit.serviceIds[i] as number);
-      for (let i = 0; i < m.unit.backendKeys.length; i++) this.backendIds.set(m.unit.backendKeys[i] as string, m.unit.backendIds[i] as number);
-      for (const t of m.tokens) addOwner(this.tokenIndex, t, m.key);
-      this.memo.set(m.key, m);
-      setIn(this.memoByName, m.ns, m.name, m);
-    }
+    for (const m of memos) this.remember(m);
     this.units = memos.map((m) => m.unit);
     r.settled = { units: this.units, memos };
+  }
+
+  /** Files a service's memo: its ids, its tokens' owner, and under its key and name. */
+  private remember(m: Memo): void {
+    for (let i = 0; i < m.unit.serviceKeys.length; i++) this.serviceIds.set(m.unit.serviceKeys[i] as string, m.unit.serviceIds[i] as number);
+    for (let i = 0; i < m.unit.backendKeys.length; i++) this.backendIds.set(m.unit.backendKeys[i] as string, m.unit.backendIds[i] as number);
+    for (const t of m.tokens) addOwner(this.tokenIndex, t, m.key);
+    this.memo.set(m.key, m);
+    setIn(this.memoByName, m.ns, m.name, m);
   }
 
   /**
@@ -2239,13 +2242,7 @@ export class LbModel {
       this.memo.delete(key);
       this.memoByName.get(old.ns)?.delete(old.name);
     }
-    for (const m of next) {
-      for (let i = 0; i < m.unit.serviceKeys.length; i++) this.serviceIds.set(m.unit.serviceKeys[i] as string, m.unit.serviceIds[i] as number);
-      for (let i = 0; i < m.unit.backendKeys.length; i++) this.backendIds.set(m.unit.backendKeys[i] as string, m.unit.backendIds[i] as number);
-      for (const t of m.tokens) addOwner(this.tokenIndex, t, m.key);
-      this.memo.set(m.key, m);
-      setIn(this.memoByName, m.ns, m.name, m);
-    }
+    for (const m of next) this.remember(m);
     this.state = undefined;
     this.units = this.order.map((key) => (this.memo.get(key) as Memo).unit);
     this.problems = [];
