@@ -4,8 +4,10 @@
 // timed connects or MAX_MS, whichever comes first; a connect that takes more than 2 s fails
 // (SO_SNDTIMEO) and alarm() ends a stuck run. Prints one JSON line:
 //   {"n":..,"median":..,"p99":..,"mean":..,"min":..,"errors":{"ECONNREFUSED":..}}  (µs)
-// Built by bench/services.bench.ts into build/bench/ (cc -O2); run inside the bench's netns/cgroup.
-// Usage: connect-lat HOST PORT N MAX_MS [WARMUP]
+// and with SAMPLES 1 also every timed connect, in the order measured: ..,"samples":[..]} (so that
+// runs can be pooled). Built by bench/services.bench.ts into build/bench/ (cc -O2); run inside
+// the bench's netns/cgroup.
+// Usage: connect-lat HOST PORT N MAX_MS [WARMUP [SAMPLES]]
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -53,8 +55,8 @@ static int once(const struct sockaddr_in *to, double *us)
 
 int main(int argc, char **argv)
 {
-	if (argc < 5 || argc > 6) {
-		fprintf(stderr, "usage: connect-lat HOST PORT N MAX_MS [WARMUP]\n");
+	if (argc < 5 || argc > 7) {
+		fprintf(stderr, "usage: connect-lat HOST PORT N MAX_MS [WARMUP [SAMPLES]]\n");
 		return 2;
 	}
 	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[2])) };
@@ -62,15 +64,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "connect-lat: bad address %s\n", argv[1]);
 		return 2;
 	}
-	long n = atol(argv[3]), max_ms = atol(argv[4]), warmup = argc == 6 ? atol(argv[5]) : 200;
-	if (n < 1 || n > MAX_N || max_ms < 1 || warmup < 0 || warmup > MAX_N) {
-		fprintf(stderr, "connect-lat: N in 1..%d, MAX_MS >= 1, WARMUP in 0..%d\n", MAX_N, MAX_N);
+	long n = atol(argv[3]), max_ms = atol(argv[4]), warmup = argc >= 6 ? atol(argv[5]) : 200;
+	int samples = argc == 7 ? atoi(argv[6]) : 0;
+	if (n < 1 || n > MAX_N || max_ms < 1 || warmup < 0 || warmup > MAX_N || (samples != 0 && samples != 1)) {
+		fprintf(stderr, "connect-lat: N in 1..%d, MAX_MS >= 1, WARMUP in 0..%d, SAMPLES 0 or 1\n", MAX_N, MAX_N);
 		return 2;
 	}
 	alarm((unsigned)(max_ms / 1000 + 30)); // a stuck run ends (SIGALRM) instead of hanging the bench
 	double *times = malloc((size_t)n * sizeof(double));
+	double *sorted = malloc((size_t)n * sizeof(double));
 	long errors[MAX_ERRNO] = { 0 };
-	if (!times)
+	if (!times || !sorted)
 		return 1;
 	double us;
 	for (long i = 0; i < warmup; i++)
@@ -84,13 +88,14 @@ int main(int argc, char **argv)
 		else
 			errors[err < MAX_ERRNO ? err : 0]++;
 	}
-	qsort(times, (size_t)got, sizeof(double), cmp);
+	memcpy(sorted, times, (size_t)got * sizeof(double));
+	qsort(sorted, (size_t)got, sizeof(double), cmp);
 	double sum = 0;
 	for (long i = 0; i < got; i++)
-		sum += times[i];
+		sum += sorted[i];
 	printf("{\"n\":%ld,\"median\":%.2f,\"p99\":%.2f,\"mean\":%.2f,\"min\":%.2f,\"errors\":{", got,
-	       got ? times[got / 2] : 0.0, got ? times[(got * 99) / 100 < got ? (got * 99) / 100 : got - 1] : 0.0,
-	       got ? sum / (double)got : 0.0, got ? times[0] : 0.0);
+	       got ? sorted[got / 2] : 0.0, got ? sorted[(got * 99) / 100 < got ? (got * 99) / 100 : got - 1] : 0.0,
+	       got ? sum / (double)got : 0.0, got ? sorted[0] : 0.0);
 	int first = 1;
 	for (int e = 0; e < MAX_ERRNO; e++) {
 		if (!errors[e])
@@ -100,7 +105,15 @@ int main(int argc, char **argv)
 		       e == EINPROGRESS ? "timeout (> 2 s)" : e ? strerrorname_np(e) : "other", errors[e]);
 		first = 0;
 	}
-	printf("}}\n");
+	printf("}");
+	if (samples) {
+		printf(",\"samples\":[");
+		for (long i = 0; i < got; i++)
+			printf("%s%.2f", i ? "," : "", times[i]);
+		printf("]");
+	}
+	printf("}\n");
 	free(times);
+	free(sorted);
 	return 0;
 }

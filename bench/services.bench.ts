@@ -11,13 +11,18 @@
 // 2. connect() latency to a VIP through Weft's socket hooks vs those iptables rules vs a direct
 //    connect, at 10, 1k, 10k and (when it fits the time budget) 100k services, measured as an
 //    application sees it: bench/connect-lat.c (built here into build/bench/ with cc) times each
-//    blocking connect() alone with clock_gettime, median and p99 of up to CONNECTS per variant.
-// Everything runs in one throwaway netns + child cgroup (test/harness/sandbox.ts); iptables and nft
-// only through `ip netns exec`. Every loop is bounded in count and time; the whole bench stays
-// under ~2 minutes and says what it skipped.
+//    blocking connect() alone with clock_gettime. At each scale every variant is set up at once,
+//    each in its own namespace (the iptables rules never where Weft's hooks are measured: the nat
+//    OUTPUT chain would charge their cost to Weft), and measured in interleaved rounds of short
+//    runs, so that all of them see the same background load; median and p99 over all of a
+//    variant's samples.
+// Everything runs in one throwaway sandbox (test/harness/sandbox.ts): its netns + child cgroup,
+// and one more netns per iptables variant for the latency part; iptables and nft only through
+// `ip netns exec`. Every loop is bounded in count and time; the whole bench stays under ~2 minutes
+// and says what it skipped.
 // Run: node --import tsx bench/services.bench.ts   (root)
 
-import { execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -34,10 +39,22 @@ const NODE = process.execPath;
 const BACKENDS = ["10.1.0.2", "10.1.0.3"];
 const TARGET = 8080;
 const SCALES = [10, 1_000, 10_000, 100_000];
-const CONNECTS = 3_000; // per measurement, after WARMUP untimed connects
-const WARMUP = 300;
-const MEASURE_MS = 5_000; // per measurement, whichever comes first
-const SETTLE_MS = 2_000; // after each scale's sync, before its connects are timed
+// connect() latency: per scale, up to ROUNDS rounds of one connect-lat run per variant (RUN_WARMUP
+// untimed, then RUN_CONNECTS timed connects or RUN_MS, whichever comes first); no round starts
+// once ROUNDS_MS have passed. 48 rounds: every order position equally often for 2, 3 or 4
+// variants, forwards and backwards (roundOrder). Many short runs rather than a few long ones: a
+// run's median moves with the machine's state in its window (here per-round medians were bimodal,
+// ~9 or ~13 µs for direct, and 38–159 µs for iptables-legacy at 10k in one run), so more rounds
+// average over more windows. The warm-up is long because iptables-legacy at 10k services is ~20%
+// faster in a process's first ~100–150 connects than after (43 then 52 µs; nft, Weft and direct
+// are flat): every run is timed in the steady state, as the older 3,000-connect windows were.
+const ROUNDS = 48;
+const RUN_CONNECTS = 200;
+const RUN_WARMUP = 200;
+const RUN_MS = 2_000;
+const ROUNDS_MS = 10_000;
+const ROUNDS_COST = 5_000; // a scale's rounds, typically (for the skipping logic)
+const SETTLE_MS = 2_000; // after each scale's set-up, before its connects are timed
 const BUDGET_MS = 60_000; // a variant's set-up at one scale may take at most this long (predicted)
 const TOTAL_MS = 110_000; // the whole bench; a latency scale that would exceed it is skipped
 const SYNC_N = 10_000;
@@ -72,7 +89,7 @@ if (mode === "serve") {
 }
 `;
 
-/** What bench/connect-lat.c prints (µs). */
+/** What bench/connect-lat.c prints (µs); `samples` (every timed connect) when asked for. */
 interface Latency {
   n: number;
   median: number;
@@ -80,12 +97,18 @@ interface Latency {
   mean: number;
   min: number;
   errors: Record<string, number>;
+  samples?: number[];
 }
 
 /** Runs argv inside the sandbox netns with `input` on stdin; rejects on failure or timeout. */
 function inNetns(sb: Sandbox, argv: string[], input = "", timeoutMs = 120_000): Promise<void> {
+  return execIn(sb.netns, argv, input, timeoutMs);
+}
+
+/** Runs argv inside network namespace `netns` (one of the sandbox's) with `input` on stdin. */
+function execIn(netns: string, argv: string[], input = "", timeoutMs = 120_000): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", sb.netns, ...argv], { stdio: ["pipe", "ignore", "pipe"] });
+    const child = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: ["pipe", "ignore", "pipe"] });
     let err = "";
     child.stderr.on("data", (d) => {
       err += d;
@@ -468,6 +491,109 @@ async function printMapMemory(sb: Sandbox): Promise<void> {
   );
 }
 
+/**
+ * The backends in namespace `ns` (one of the sandbox's): a veth pair holding the backend addresses,
+ * a route for the VIP range through it so that iptables' DNAT sees the packets (both ends stay in
+ * the namespace), the same sysctls, and a server accepting on every backend address.
+ */
+async function wireBackends(sb: Sandbox, ns: string): Promise<void> {
+  for (const args of [
+    ["link", "add", "bench0", "type", "veth", "peer", "name", "bench1"],
+    ...BACKENDS.map((ip) => ["addr", "add", `${ip}/24`, "dev", "bench0"]),
+    ["link", "set", "bench0", "up"],
+    ["link", "set", "bench1", "up"],
+    ["route", "add", "10.96.0.0/12", "dev", "bench0"],
+  ]) {
+    execFileSync("ip", ["-n", ns, ...args]);
+  }
+  await execIn(ns, ["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65000"]);
+  await firstLine(sb.spawnIn(ns, [NODE, "--input-type=module", "-e", SCRIPT, "serve", String(TARGET), ...BACKENDS]), 10_000);
+}
+
+type VariantName = "direct" | "weft" | "legacy" | "nft";
+
+/** One latency variant: where connect-lat runs (netns, cgroup) and what it connects to. */
+interface Variant {
+  name: VariantName;
+  host: string;
+  port: number;
+  spawn(argv: string[]): ChildProcess;
+}
+
+/** One short run of connect-lat with every sample; rejects if it fails or outlives its time. */
+function connectRun(v: Variant): Promise<Latency> {
+  const argv = [CONNECT_LAT, v.host, String(v.port), String(RUN_CONNECTS), String(RUN_MS), String(RUN_WARMUP), "1"];
+  return new Promise((resolve, reject) => {
+    const child = v.spawn(argv);
+    let out = "";
+    let err = "";
+    child.stdout?.on("data", (d) => {
+      out += d;
+    });
+    child.stderr?.on("data", (d) => {
+      err += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), RUN_MS + 35_000); // connect-lat's own alarm: RUN_MS + 30 s
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      try {
+        if (code !== 0) throw new Error(`connect-lat ${signal ?? code}: ${err.slice(0, 200)}`);
+        const r = JSON.parse(out) as Latency;
+        if (!Array.isArray(r.samples)) throw new Error(`connect-lat printed no samples: ${out.slice(0, 200)}`);
+        resolve(r);
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
+
+/** Median, p99, mean and min over all the runs' samples (not a median of medians); errors summed. */
+function pooled(runs: readonly Latency[]): Latency {
+  const xs = runs.flatMap((r) => r.samples ?? []).sort((a, b) => a - b);
+  const errors: Record<string, number> = {};
+  for (const r of runs) for (const [k, c] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + c;
+  const n = xs.length;
+  const p99 = xs[Math.min(n - 1, Math.floor((n * 99) / 100))] ?? 0;
+  return { n, median: xs[n >> 1] ?? 0, p99, mean: n ? xs.reduce((a, b) => a + b, 0) / n : 0, min: xs[0] ?? 0, errors };
+}
+
+/**
+ * Round r's order of `xs`: rotated by r, backwards in every other block of xs.length rounds, so that
+ * over 2·xs.length rounds each variant runs in every position equally often and follows either
+ * neighbour (no variant always runs right after the same one).
+ */
+function roundOrder<T>(xs: readonly T[], r: number): T[] {
+  const k = xs.length;
+  const rotated = xs.map((_, i) => xs[(i + r) % k] as T);
+  return Math.floor(r / k) % 2 === 1 ? rotated.reverse() : rotated;
+}
+
+/**
+ * Interleaved rounds: each round runs every variant once (roundOrder), up to ROUNDS rounds, and no
+ * round starts after `deadline`. A variant whose run fails is reported and left out of later rounds.
+ */
+async function interleaved(
+  variants: readonly Variant[],
+  deadline: number,
+): Promise<{ rounds: number; runs: Map<VariantName, Latency[]>; failed: Map<VariantName, string> }> {
+  const runs = new Map<VariantName, Latency[]>(variants.map((v) => [v.name, []]));
+  const failed = new Map<VariantName, string>();
+  let active = [...variants];
+  let rounds = 0;
+  for (; rounds < ROUNDS && active.length > 0 && (rounds === 0 || performance.now() < deadline); rounds++) {
+    for (const v of roundOrder(active, rounds)) {
+      try {
+        runs.get(v.name)?.push(await connectRun(v));
+      } catch (err) {
+        failed.set(v.name, (err as Error).message);
+      }
+    }
+    active = active.filter((v) => !failed.has(v.name));
+  }
+  return { rounds, runs, failed };
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   execFileSync("sh", [`${REPO}scripts/build-bpf.sh`], { stdio: "ignore" });
@@ -480,19 +606,7 @@ async function main(): Promise<void> {
   await removeStale("bench-services");
   const sb = await createSandbox("bench-services");
   try {
-    // Backends on a veth pair inside the netns; a route for the VIP range so that iptables' DNAT
-    // sees the packets (both ends stay in the throwaway namespace).
-    for (const args of [
-      ["link", "add", "bench0", "type", "veth", "peer", "name", "bench1"],
-      ...BACKENDS.map((ip) => ["addr", "add", `${ip}/24`, "dev", "bench0"]),
-      ["link", "set", "bench0", "up"],
-      ["link", "set", "bench1", "up"],
-      ["route", "add", "10.96.0.0/12", "dev", "bench0"],
-    ]) {
-      execFileSync("ip", ["-n", sb.netns, ...args]);
-    }
-    await inNetns(sb, ["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=10000 65000"]);
-    await firstLine(sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, "serve", String(TARGET), ...BACKENDS]), 10_000);
+    await wireBackends(sb, sb.netns);
     await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: LB_MAP_MAX });
     await printMapMemory(sb);
     await registerNetns(sb.pinRoot, sb.netns);
@@ -501,93 +615,137 @@ async function main(): Promise<void> {
     const restoreMs = await syncBench(sb, sync, started + TOTAL_MS - 35_000);
     console.log(`[services bench] sync part done at ${((performance.now() - started) / 1000).toFixed(0)} s`);
 
-    const measure = async (inCgroup: boolean, host: string, port: number): Promise<Latency> => {
-      const argv = [CONNECT_LAT, host, String(port), String(CONNECTS), String(MEASURE_MS), String(WARMUP)];
-      const r = JSON.parse(await firstLine(inCgroup ? sb.spawnInCgroup(argv) : sb.spawnInNetns(argv), MEASURE_MS + 30_000)) as Latency;
-      // A rare failed connect (a SYN lost on a loaded machine) is shown; more than 1% fails the bench.
-      const failed = Object.values(r.errors).reduce((a, b) => a + b, 0);
-      if (r.n === 0 || failed > r.n / 100) throw new Error(`connect to ${host}:${port} failed: ${JSON.stringify(r.errors)}`);
-      return r;
-    };
+    // The latency part: direct and Weft in the sandbox's netns (Weft's from its cgroup, where the
+    // hooks are attached), each iptables variant in a namespace of its own with the same backends.
+    // (The sandbox's netns keeps the empty nat tables and conntrack of the sync part's restores:
+    // that cost falls on direct and Weft alike, never on the iptables variants.)
+    const peers = [
+      { name: "legacy", restore: "iptables-legacy-restore", iptables: "iptables-legacy", ns: await sb.addNetns("legacy") },
+      { name: "nft", restore: "iptables-nft-restore", iptables: "iptables-nft", ns: await sb.addNetns("nft") },
+    ] as const;
+    for (const p of peers) await wireBackends(sb, p.ns);
 
     const rows: string[][] = [];
     const skipped: string[] = [];
+    const roundsAt: string[] = [];
     /** Medians (µs) per scale and variant, for the targets. */
-    const medians = new Map<number, Record<string, number>>();
+    const medians = new Map<number, Partial<Record<VariantName, number>>>();
     const failures = (l: Latency) => (Object.keys(l.errors).length ? ` failed ${JSON.stringify(l.errors)}` : "");
     const cell = (l: Latency, direct: Latency) => `${fmt(l.median)} (${ratio(l.median, direct.median)}) p99 ${fmt(l.p99)}${failures(l)}`;
     // Restore time grows about quadratically; predict a scale as t · (n/n_known)^2 from the largest
     // measured so far (at first: the sync part's restore of SYNC_N services, an upper bound below it).
     const last: Record<string, { n: number; ms: number }> = {};
-    for (const [variant, name] of [
-      ["legacy", "iptables-legacy-restore"],
-      ["nft", "iptables-nft-restore"],
-    ] as const) {
-      const t = restoreMs[name];
-      if (t !== undefined) last[variant] = { n: SYNC_N, ms: t };
+    for (const p of peers) {
+      const t = restoreMs[p.restore];
+      if (t !== undefined) last[p.name] = { n: SYNC_N, ms: t };
     }
     const predict = (key: string, n: number, power: number) => {
       const l = last[key];
       return l ? l.ms * Math.max(1, n / l.n) ** power : 0;
     };
-    const MEASURE_COST = 1_500; // a latency measurement, typically
+    const elapsed = () => performance.now() - started;
     for (const n of SCALES) {
-      const elapsed = () => performance.now() - started;
-      if (elapsed() + predict("weft", n, 1) + 2 * MEASURE_COST > TOTAL_MS) {
+      if (elapsed() + predict("weft", n, 1) + SETTLE_MS + ROUNDS_COST > TOTAL_MS) {
         skipped.push(`${n} services (all variants: over the ${TOTAL_MS / 1000} s budget)`);
         continue;
       }
       const { svcs, slices } = services(n);
       const target = vip(Math.ceil(n / 2)); // the middle of KUBE-SERVICES: iptables' average case
-      await sync.sync([], []);
-      const t0 = performance.now();
-      await sync.sync(svcs, slices);
-      last.weft = { n, ms: performance.now() - t0 };
-      // The connects are timed once this process is idle again, as the agent is between its passes:
-      // the sync schedules the memo for its next update (LbModel.settle) and leaves garbage, and at
-      // 100k services that work overlapped the first measurements (+0.1–0.3x on whichever ran then).
-      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-      const direct = await measure(false, BACKENDS[0] as string, TARGET);
-      const bpf = await measure(true, target, 80);
-      const row = [String(n), `${fmt(direct.median)} p99 ${fmt(direct.p99)}${failures(direct)}`, cell(bpf, direct)];
-      const med: Record<string, number> = { direct: direct.median, weft: bpf.median };
-      medians.set(n, med);
-      for (const [variant, restore, iptables] of [
-        ["legacy", "iptables-legacy-restore", "iptables-legacy"],
-        ["nft", "iptables-nft-restore", "iptables-nft"],
-      ] as const) {
-        const predicted = predict(variant, n, 2);
-        if (predicted > BUDGET_MS || elapsed() + predicted + MEASURE_COST > TOTAL_MS) {
-          row.push(`skipped (predicted set-up ${(predicted / 1000).toFixed(0)} s)`);
-          skipped.push(`${n} services, iptables-${variant} (predicted restore ${(predicted / 1000).toFixed(0)} s)`);
-          continue;
+      const variants: Variant[] = [
+        { name: "direct", host: BACKENDS[0] as string, port: TARGET, spawn: (argv) => sb.spawnInNetns(argv) },
+        { name: "weft", host: target, port: 80, spawn: (argv) => sb.spawnInCgroup(argv) },
+      ];
+      const peerCells: Partial<Record<VariantName, string>> = {};
+      const restored: (typeof peers)[number][] = [];
+      try {
+        // Every variant set up before any is timed: the iptables rules in their namespaces...
+        let planned = elapsed() + predict("weft", n, 1) + SETTLE_MS + ROUNDS_COST;
+        for (const p of peers) {
+          const predicted = predict(p.name, n, 2);
+          if (predicted > BUDGET_MS || planned + predicted > TOTAL_MS) {
+            peerCells[p.name] = `skipped (predicted set-up ${(predicted / 1000).toFixed(0)} s)`;
+            skipped.push(`${n} services, iptables-${p.name} (predicted restore ${(predicted / 1000).toFixed(0)} s)`);
+            continue;
+          }
+          const r0 = performance.now();
+          restored.push(p);
+          try {
+            await execIn(p.ns, [p.restore], kubeProxyRules(n), BUDGET_MS * 2);
+            const took = performance.now() - r0;
+            if (n >= (last[p.name]?.n ?? 0)) last[p.name] = { n, ms: took };
+            planned += took;
+            variants.push({ name: p.name, host: target, port: 80, spawn: (argv) => sb.spawnIn(p.ns, argv) });
+          } catch (err) {
+            peerCells[p.name] = `failed: ${(err as Error).message.slice(0, 100)}`;
+          }
         }
-        const r0 = performance.now();
-        try {
-          await inNetns(sb, [restore], kubeProxyRules(n), BUDGET_MS * 2);
-          if (n >= (last[variant]?.n ?? 0)) last[variant] = { n, ms: performance.now() - r0 };
-          const lat = await measure(false, target, 80);
-          row.push(cell(lat, direct));
-          med[variant] = lat.median;
-        } catch (err) {
-          row.push(`failed: ${(err as Error).message.slice(0, 100)}`);
-        } finally {
-          await inNetns(sb, [iptables, "-t", "nat", "-F"]);
-          await inNetns(sb, [iptables, "-t", "nat", "-X"]);
+        // ...and Weft's services in its maps.
+        await sync.sync([], []);
+        const t0 = performance.now();
+        await sync.sync(svcs, slices);
+        last.weft = { n, ms: performance.now() - t0 };
+        // The connects are timed once this process is idle again, as the agent is between its passes:
+        // the sync schedules the memo for its next update (LbModel.settle) and leaves garbage, and at
+        // 100k services that work overlapped the first measurements (+0.1–0.3x on whichever ran then).
+        await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+        const cpu0 = process.cpuUsage();
+        const w0 = performance.now();
+        const res = await interleaved(variants, Math.min(performance.now() + ROUNDS_MS, started + TOTAL_MS));
+        const cpu = process.cpuUsage(cpu0);
+        const roundsMs = performance.now() - w0;
+        const busy = (cpu.user + cpu.system) / 1000 / roundsMs;
+        const stats = new Map<VariantName, Latency>();
+        for (const v of variants) {
+          const l = pooled(res.runs.get(v.name) ?? []);
+          const failedConnects = Object.values(l.errors).reduce((a, b) => a + b, 0);
+          // A rare failed connect (a SYN lost on a loaded machine) is shown; more than 1% fails the variant.
+          const why =
+            res.failed.get(v.name) ??
+            (l.n === 0 || failedConnects > l.n / 100 ? `connect to ${v.host}:${v.port} failed: ${JSON.stringify(l.errors)}` : undefined);
+          if (why === undefined) stats.set(v.name, l);
+          else if (v.name === "direct" || v.name === "weft") throw new Error(`${v.name} at ${n} services: ${why}`);
+          else peerCells[v.name] = `failed: ${why.slice(0, 100)}`;
+        }
+        const direct = stats.get("direct") as Latency;
+        const bpf = stats.get("weft") as Latency;
+        const med: Partial<Record<VariantName, number>> = {};
+        for (const [name, l] of stats) med[name] = l.median;
+        medians.set(n, med);
+        const peerCell = (name: VariantName) => {
+          const l = stats.get(name);
+          return l ? cell(l, direct) : (peerCells[name] ?? "-");
+        };
+        rows.push([String(n), `${fmt(direct.median)} p99 ${fmt(direct.p99)}${failures(direct)}`, cell(bpf, direct), peerCell("legacy"), peerCell("nft")]);
+        roundsAt.push(`${n}: ${res.rounds} × ${variants.length} (${variants.map((v) => `${v.name} ${stats.get(v.name)?.n ?? 0}`).join(", ")})`);
+        // How much one round's window alone can swing: the per-round ratio of Weft's median to direct's.
+        const perRound = (res.runs.get("weft") ?? []).map((w, k) => w.median / (res.runs.get("direct")?.[k]?.median ?? Number.NaN)).filter(Number.isFinite);
+        console.log(
+          `[services bench] latency at ${n} services done at ${(elapsed() / 1000).toFixed(0)} s (${res.rounds} rounds in ${(roundsMs / 1000).toFixed(1)} s; one round's weft/direct: ${Math.min(...perRound).toFixed(2)}–${Math.max(...perRound).toFixed(2)}x; this process's CPU during the rounds: ${(busy * 100).toFixed(0)}% of one)`,
+        );
+      } finally {
+        // (The namespaces go with the sandbox; a flush that fails leaves rules only there, and the
+        // next scale's restore replaces the whole nat table.)
+        for (const p of restored) {
+          for (const op of ["-F", "-X"]) {
+            await execIn(p.ns, [p.iptables, "-t", "nat", op]).catch((err) =>
+              console.log(`[services bench] ${p.iptables} -t nat ${op}: ${(err as Error).message.slice(0, 100)}`),
+            );
+          }
         }
       }
-      rows.push(row);
-      console.log(`[services bench] latency at ${n} services done at ${(elapsed() / 1000).toFixed(0)} s`);
     }
     await sync.sync([], []);
 
     console.log(
-      `\nconnect() latency to a ClusterIP (bench/connect-lat.c: each blocking connect() timed alone; median of up to ${CONNECTS} sequential connects after ${WARMUP} warm-up, ratio to a direct connect, p99):`,
+      "\nconnect() latency to a ClusterIP (bench/connect-lat.c: each blocking connect() timed alone; median over all of a variant's samples, ratio to a direct connect, p99):",
     );
     table(["services", "direct", "weft BPF", "iptables-legacy", "iptables-nft"], rows);
+    console.log(
+      `interleaved: at each scale all variants set up at once (iptables each in its own netns) and measured in rounds of one connect-lat run each (${RUN_WARMUP} warm-up + up to ${RUN_CONNECTS} timed connects; rotating order), rounds × variants (samples): ${roundsAt.join("; ")}`,
+    );
     if (skipped.length) console.log(`skipped to stay under ~2 minutes: ${skipped.join("; ")}`);
     const at10k = medians.get(10_000);
-    for (const variant of ["legacy", "nft"]) {
+    for (const variant of ["legacy", "nft"] as const) {
       const peer = at10k?.[variant];
       const weft = at10k?.weft;
       console.log(
