@@ -1828,6 +1828,159 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
   return enc.finish();
 }
 
+/** What fromEmpty's first look at the services (input order) found. */
+interface ServiceScan {
+  /** sortKey("namespace/name", input index) */
+  keys: string[];
+  /** fastShape, -1: computeService */
+  codes: Int32Array;
+  /** parseIPv4 of the clusterIP, -1: none */
+  vips: Float64Array;
+  /** some service needs computeService */
+  mixed: boolean;
+}
+
+/** The services' sort keys, lean-path shapes and VIPs; undefined when a name holds sortKey's separator. */
+function scanServices(services: readonly ServiceInput[]): ServiceScan | undefined {
+  const n = services.length;
+  const keys: string[] = col(n);
+  const codes = new Int32Array(n);
+  const vips = new Float64Array(n);
+  let mixed = false;
+  for (let i = 0; i < n; i++) {
+    const svc = services[i] as ServiceInput;
+    const prefix = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
+    if (prefix.includes("\u0000")) return undefined; // (sortKey's separator)
+    keys[i] = sortKey(prefix, i);
+    const clusterIP = svc.spec?.clusterIP;
+    const vip = clusterIP === undefined ? -1 : parseIPv4(clusterIP);
+    const c = fastShape(svc, vip);
+    codes[i] = c;
+    vips[i] = vip;
+    if (c === -1) mixed = true;
+  }
+  return { keys, codes, vips, mixed };
+}
+
+/** Whether two of these lean-path services (every one fastShape-d) claim the same frontend. */
+function leanFrontendsClash(services: readonly ServiceInput[], vips: Float64Array): boolean {
+  const n = services.length;
+  const claimed = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const p = (((services[i] as ServiceInput).spec as NonNullable<ServiceInput["spec"]>).ports as ServicePortInput[])[0] as ServicePortInput;
+    claimed[i] = fastFrontend(vips[i] as number, p.port, p.protocol === "UDP");
+  }
+  claimed.sort();
+  for (let k = 1; k < n; k++) if (claimed[k] === claimed[k - 1]) return true;
+  return false;
+}
+
+/**
+ * The input indices of sorted sort keys, or undefined when a name is given twice (not possible in
+ * Kubernetes: the general path keeps them in input order).
+ */
+function sortedPerm(order: readonly string[]): Int32Array | undefined {
+  const n = order.length;
+  for (let k = 1; k < n; k++) if (sameSortPrefix(order[k] as string, order[k - 1] as string)) return undefined;
+  const perm = new Int32Array(n);
+  for (let k = 0; k < n; k++) perm[k] = sortIndex(order[k] as string);
+  return perm;
+}
+
+/** The sort keys of the slices slicesByService takes (IPv4, with a service name), sorted. */
+function sortedSliceKeys(slices: readonly EndpointSliceInput[]): string[] {
+  const out: string[] = [];
+  for (let j = 0; j < slices.length; j++) {
+    const sl = slices[j] as EndpointSliceInput;
+    const svcName = sl.metadata.labels?.["kubernetes.io/service-name"];
+    if (!svcName || (sl.addressType !== undefined && sl.addressType !== "IPv4")) continue;
+    const prefix = `${sl.metadata.namespace ?? "default"}/${svcName}`;
+    if (prefix.includes("\u0000")) continue; // no service has such a name
+    out.push(sortKey(prefix, j));
+  }
+  return out.sort();
+}
+
+/** Sorted slice keys walked beside the sorted services (when the slices are not in runs). */
+interface SliceWalk {
+  /** the services' sorted sort keys */
+  order: readonly string[];
+  sliceKeys: readonly string[];
+  /** next of sliceKeys */
+  q: number;
+}
+
+/** Service `k` (sorted)'s slices as slicesByService takes them, into `mine`. */
+function slicesOfSorted(slices: readonly EndpointSliceInput[], runs: Int32Array | undefined, walk: SliceWalk, k: number, idx: number, mine: EndpointSliceInput[]): void {
+  mine.length = 0;
+  if (runs !== undefined) {
+    for (let j = runs[2 * idx] as number; j < (runs[2 * idx + 1] as number); j++) {
+      const sl = slices[j] as EndpointSliceInput;
+      if (sl.metadata.labels?.["kubernetes.io/service-name"] && (sl.addressType === undefined || sl.addressType === "IPv4")) mine.push(sl);
+    }
+    return;
+  }
+  const sk = walk.order[k] as string;
+  while (walk.q < walk.sliceKeys.length) {
+    const x = walk.sliceKeys[walk.q] as string;
+    if (sameSortPrefix(x, sk)) mine.push(slices[sortIndex(x)] as EndpointSliceInput);
+    else if (x > sk) break; // (a slice of no service sorts before the next service)
+    walk.q++;
+  }
+}
+
+const MINE: EndpointSliceInput[] = []; // fillRows' scratch list of one service's slices (fastService keeps none)
+
+/** Services perm[from..to) into `r` (the lean path) or as computeService units, ids from `pass`. */
+function fillRows(
+  r: FastRows,
+  pass: Pass,
+  problems: ServiceProblem[],
+  services: readonly ServiceInput[],
+  slices: readonly EndpointSliceInput[],
+  scan: ServiceScan,
+  perm: Int32Array,
+  runs: Int32Array | undefined,
+  walk: SliceWalk,
+  from: number,
+  to: number,
+): void {
+  const mine = MINE;
+  for (let k = from; k < to; k++) {
+    const idx = perm[k] as number;
+    const svc = services[idx] as ServiceInput;
+    const ns = svc.metadata.namespace ?? "default";
+    slicesOfSorted(slices, runs, walk, k, idx, mine);
+    const c = scan.codes[idx] as number;
+    if (c !== -1) {
+      const spec = svc.spec as NonNullable<ServiceInput["spec"]>;
+      const p = (spec.ports as ServicePortInput[])[0] as ServicePortInput;
+      let fid = "";
+      let free = true;
+      if (scan.mixed) {
+        fid = frontendId(spec.clusterIP as string, p.port, p.protocol === "UDP" ? "UDP" : "TCP");
+        free = !pass.usedFrontends.has(fid);
+      }
+      if (free && fastService(r, svc, ns, c, scan.vips[idx] as number, mine, pass)) {
+        if (scan.mixed) pass.usedFrontends.set(fid, `${ns}/${svc.metadata.name}:${p.name || String(p.port)}`);
+        r.seq[k] = r.nSvc - 1;
+        continue;
+      }
+    }
+    r.seq[k] = slowRow(r, pass, problems, svc, ns, mine.slice());
+  }
+  mine.length = 0;
+}
+
+/** A service fromEmpty's lean path does not take: computeService's unit, in `r.slow`. */
+function slowRow(r: FastRows, pass: Pass, problems: ServiceProblem[], svc: ServiceInput, ns: string, own: EndpointSliceInput[]): number {
+  const key = `${ns}/${svc.metadata.name}`;
+  const unit = computeService(svc, key, own, pass);
+  for (const x of unit.problems) problems.push(x);
+  r.slow.push({ key, ns, name: svc.metadata.name, input: svc, svc: snapService(svc), slices: own.map(snapSlice), unit });
+  return -r.slow.length;
+}
+
 function addOwner(index: Map<string, string[]>, token: string, key: string): void {
   const owners = index.get(token);
   if (owners) owners.push(key);
@@ -1972,118 +2125,37 @@ export class LbModel {
   private fromEmpty(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], stream: LbStream | undefined): LbUpdate | undefined {
     const n = services.length;
     if (n >= SORT_INDEX_MAX || slices.length >= SORT_INDEX_MAX) return undefined;
-    // Services and slices are ordered by sorting "namespace/name" keys that carry their input index
-    // (sortKey): the engine's own string sort, no comparator, no key → index map, and slices meet
-    // their service by walking both sorted lists (no namespace → name → slices maps).
-    const keys: string[] = col(n);
-    const codes = new Int32Array(n);
-    const vips = new Float64Array(n);
-    let mixed = false;
-    for (let i = 0; i < n; i++) {
-      const svc = services[i] as ServiceInput;
-      const prefix = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
-      if (prefix.includes("\u0000")) return undefined; // (sortKey's separator)
-      keys[i] = sortKey(prefix, i);
-      const clusterIP = svc.spec?.clusterIP;
-      const vip = clusterIP === undefined ? -1 : parseIPv4(clusterIP);
-      const c = fastShape(svc, vip);
-      codes[i] = c;
-      vips[i] = vip;
-      if (c === -1) mixed = true;
-    }
+    // Each step is its own small function with one loop: the engine optimises such a function
+    // whole after its first calls, where one function of several long loops is compiled loop by
+    // loop on the stack and thrown back to the interpreter whenever it reaches a loop it has no
+    // type feedback for yet (measured: the first five syncs from empty took 2-9x the later ones).
+    const scan = scanServices(services);
+    if (scan === undefined) return undefined;
     // Only lean-path services: their frontends are checked among themselves by number, before
     // anything is computed or streamed (any frontend claimed twice: the general path); with
     // computeService in the mix, every frontend is claimed in the pass as computeService does.
-    if (!mixed) {
-      const claimed = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        const p = (((services[i] as ServiceInput).spec as NonNullable<ServiceInput["spec"]>).ports as ServicePortInput[])[0] as ServicePortInput;
-        claimed[i] = fastFrontend(vips[i] as number, p.port, p.protocol === "UDP");
-      }
-      claimed.sort();
-      for (let k = 1; k < n; k++) if (claimed[k] === claimed[k - 1]) return undefined;
-    }
-    const order = keys.sort();
-    // A name given twice (not possible in Kubernetes): the general path keeps them in input order.
-    for (let k = 1; k < n; k++) if (sameSortPrefix(order[k] as string, order[k - 1] as string)) return undefined;
+    if (!scan.mixed && leanFrontendsClash(services, scan.vips)) return undefined;
+    const order = scan.keys.sort();
+    const perm = sortedPerm(order);
+    if (perm === undefined) return undefined;
     // Slices as slicesByService takes them (IPv4, with a service name), per service in input
     // order. Usually they come in their services' order (the cluster's endpoints controller writes
     // them so): then each service's slices are one run of the input (`runs`, by service input
     // index); otherwise by sorted keys, walked beside the sorted services.
     const runs = sliceRuns(services, slices);
-    // The order as input indices; the sort keys themselves are kept only to walk sorted slices
-    // (otherwise dropped now: garbage, not survivors a scavenge during the loop would copy).
-    const perm = new Int32Array(n);
-    for (let k = 0; k < n; k++) perm[k] = sortIndex(order[k] as string);
+    // The sort keys themselves are kept only to walk sorted slices (otherwise dropped now:
+    // garbage, not survivors a scavenge during the loop would copy).
     if (runs !== undefined) order.length = 0;
-    const sliceKeys: string[] = [];
-    if (runs === undefined) {
-      for (let j = 0; j < slices.length; j++) {
-        const sl = slices[j] as EndpointSliceInput;
-        const svcName = sl.metadata.labels?.["kubernetes.io/service-name"];
-        if (!svcName || (sl.addressType !== undefined && sl.addressType !== "IPv4")) continue;
-        const prefix = `${sl.metadata.namespace ?? "default"}/${svcName}`;
-        if (prefix.includes("\u0000")) continue; // no service has such a name
-        sliceKeys.push(sortKey(prefix, j));
-      }
-      sliceKeys.sort();
-    }
+    const walk: SliceWalk = runs === undefined ? { order, sliceKeys: sortedSliceKeys(slices), q: 0 } : { order, sliceKeys: [], q: 0 };
     const r = newRows(this.node, n, slices);
     const pass = newPass(emptyIds(), this.node, this.nextService, this.nextBackend);
     const problems: ServiceProblem[] = [];
     const every = Math.max(1, stream?.partServices ?? LB_STREAM_PART);
-    let sent = 0;
-    let q = 0; // next of sliceKeys
-    const mine: EndpointSliceInput[] = []; // this service's slices (reused: fastService keeps none)
-    for (let k = 0; k < n; k++) {
-      if (stream !== undefined && k - sent === every) {
-        stream.send(encodeRows(r, stream.pinOf, sent, k));
-        sent = k;
-      }
-      const idx = perm[k] as number;
-      const svc = services[idx] as ServiceInput;
-      const ns = svc.metadata.namespace ?? "default";
-      mine.length = 0;
-      if (runs !== undefined) {
-        for (let j = runs[2 * idx] as number; j < (runs[2 * idx + 1] as number); j++) {
-          const sl = slices[j] as EndpointSliceInput;
-          if (sl.metadata.labels?.["kubernetes.io/service-name"] && (sl.addressType === undefined || sl.addressType === "IPv4")) mine.push(sl);
-        }
-      } else {
-        const sk = order[k] as string;
-        while (q < sliceKeys.length) {
-          const x = sliceKeys[q] as string;
-          if (sameSortPrefix(x, sk)) mine.push(slices[sortIndex(x)] as EndpointSliceInput);
-          else if (x > sk) break; // (a slice of no service sorts before the next service)
-          q++;
-        }
-      }
-      const c = codes[idx] as number;
-      if (c !== -1) {
-        const spec = svc.spec as NonNullable<ServiceInput["spec"]>;
-        const p = (spec.ports as ServicePortInput[])[0] as ServicePortInput;
-        const clusterIP = spec.clusterIP as string;
-        const udp = p.protocol === "UDP";
-        let fid = "";
-        let free = true;
-        if (mixed) {
-          fid = frontendId(clusterIP, p.port, udp ? "UDP" : "TCP");
-          free = !pass.usedFrontends.has(fid);
-        }
-        if (free && fastService(r, svc, ns, c, vips[idx] as number, mine, pass)) {
-          if (mixed) pass.usedFrontends.set(fid, `${ns}/${svc.metadata.name}:${p.name || String(p.port)}`);
-          r.seq[k] = r.nSvc - 1;
-          continue;
-        }
-      }
-      const own = mine.slice();
-      const key = `${ns}/${svc.metadata.name}`;
-      const unit = computeService(svc, key, own, pass);
-      for (const x of unit.problems) problems.push(x);
-      r.seq[k] = -1 - r.slow.length;
-      r.slow.push({ key, ns, name: svc.metadata.name, input: svc, svc: snapService(svc), slices: own.map(snapSlice), unit });
+    for (let from = 0; from < n; from += every) {
+      const to = Math.min(n, from + every);
+      fillRows(r, pass, problems, services, slices, scan, perm, runs, walk, from, to);
+      if (stream !== undefined) stream.send(encodeRows(r, stream.pinOf, from, to));
     }
-    if (stream !== undefined && sent < n) stream.send(encodeRows(r, stream.pinOf, sent, n));
     this.generation++;
     this.nextService = pass.nextService;
     this.nextBackend = pass.nextBackend;
