@@ -36,24 +36,27 @@
 			    // NodePort (address 0.0.0.0 = any of this node's addresses), ExternalIPs,
 			    // LoadBalancer ingress IPs
 
-// A frontend (VIP, port, protocol) and one of its slots. Slot 0 is the service entry; slots
-// 1..count hold the selectable backends in order.
+// A frontend (VIP, port, protocol) and one of its entries. Entry 0 (`slot` 0) is the service and
+// holds its first LB_SLOTS_PER_ENTRY selectable backends; entry c >= 1 holds backends
+// c * 8 + 1 .. c * 8 + 8 (a service with up to 8 backends is one entry, written in one update).
 struct lb4_key {
 	__be32 address; // ClusterIP, ExternalIP, LoadBalancer IP; 0.0.0.0 (scope 1): a NodePort
 	__be16 dport;
-	__u16 slot;
+	__u16 slot; // entry number: 0 the service, c >= 1 its backends from c * LB_SLOTS_PER_ENTRY
 	__u8 proto; // IPPROTO_TCP or IPPROTO_UDP
 	__u8 scope; // LB_SCOPE_*: who the frontend serves (socket hooks look up 0 only)
 	__u8 pad[2];
 };
 
+#define LB_SLOTS_PER_ENTRY 8 // backend ids per lb4_services entry (a power of two)
+
 struct lb4_service {
 	__u32 service_id;       // the service port (shared by its ClusterIP and ExternalIP frontends)
-	__u32 backend_id;       // slot > 0: the backend in this slot
-	__u32 count;            // slot 0: selectable backends; 0 = refuse (ECONNREFUSED)
-	__u32 affinity_timeout; // slot 0: seconds, with LB_SVC_AFFINITY
-	__u32 maglev_size;      // slot 0: table size M, with LB_SVC_MAGLEV
-	__u32 flags;            // slot 0: LB_SVC_*
+	__u32 count;            // entry 0: selectable backends; 0 = refuse (ECONNREFUSED)
+	__u32 affinity_timeout; // entry 0: seconds, with LB_SVC_AFFINITY
+	__u32 maglev_size;      // entry 0: table size M, with LB_SVC_MAGLEV
+	__u32 flags;            // entry 0: LB_SVC_*
+	__u32 backend_ids[LB_SLOTS_PER_ENTRY]; // this entry's backends in order (0 past count)
 };
 
 struct lb4_backend {
@@ -255,12 +258,17 @@ static __always_inline int lb4_selectable(const struct lb4_backend *be, const st
 
 static __always_inline __u32 lb4_pick_random(struct lb4_key *key, const struct lb4_service *svc)
 {
-	struct lb4_service *slot;
+	const struct lb4_service *entry = svc;
+	__u32 i = bpf_get_prandom_u32() % svc->count;
 
-	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
-	slot = bpf_map_lookup_elem(&lb4_services, key);
-	key->slot = 0;
-	return slot ? slot->backend_id : 0;
+	if (i >= LB_SLOTS_PER_ENTRY) {
+		key->slot = i / LB_SLOTS_PER_ENTRY;
+		entry = bpf_map_lookup_elem(&lb4_services, key);
+		key->slot = 0;
+		if (!entry)
+			return 0;
+	}
+	return entry->backend_ids[i & (LB_SLOTS_PER_ENTRY - 1)];
 }
 
 static __always_inline __u32 lb4_pick_maglev(const struct lb4_service *svc, __u32 hash)
@@ -365,7 +373,7 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 		backend_id = lb4_pick_random(&key, svc);
 	be = backend_id ? bpf_map_lookup_elem(&lb4_backends, &backend_id) : NULL;
 	if (!be) {
-		// The agent writes backends before the slots naming them; a miss is a bug, not a race.
+		// The agent writes backends before the entries naming them; a miss is a bug, not a race.
 		bpf_set_retval(-LB_ECONNREFUSED);
 		return 0;
 	}

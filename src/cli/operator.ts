@@ -13,7 +13,7 @@ import { getJson } from "../core/unix-http.ts";
 import { dumpMap, pinRoot, pins } from "../datapath/loader.ts";
 import { ENDPOINTS_MAP, endpointKey, endpointValue } from "../datapath/maps/endpoints.ts";
 import { IPCACHE_MAP, ipcacheKey, ipcacheValue } from "../datapath/maps/ipcache.ts";
-import { LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, SLOTS_PER_ENTRY } from "../datapath/maps/lb.ts";
 import { policyKey, policyValue, subjectMapPin } from "../datapath/maps/policy.ts";
 import type { Flow } from "../observe/flow.ts";
 import { type Command, clusterFlag, parseFlags, printTable } from "./command.ts";
@@ -138,7 +138,7 @@ const serviceCommand: Command = {
     if (positionals[0] !== "list") throw new WeftError("WEFT_USAGE", "weft service list");
     const cfg = loadClusterConfig(values.cluster);
     const node = values.node ?? cfg.nodes[0]?.name ?? "";
-    const rows = await lbRows(cfg, node);
+    const rows = await lbRows(pinRoot(cfg.name, node));
     printTable(
       ["ID", "FRONTEND", "SERVICE TYPE", "BACKENDS"],
       rows.map((r) => [String(r.id), r.frontend, r.flags, r.backends.join(", ") || "(none)"]),
@@ -149,15 +149,15 @@ const serviceCommand: Command = {
   },
 };
 
-interface LbRow {
+export interface LbRow {
   id: number;
   frontend: string;
   flags: string;
   backends: string[];
 }
 
-async function lbRows(cfg: ClusterConfig, node: string): Promise<LbRow[]> {
-  const root = pinRoot(cfg.name, node);
+/** One row per frontend of the service maps pinned under `root`, backends in slot order. */
+export async function lbRows(root: string): Promise<LbRow[]> {
   const services = await dumpMap(pins.map(root, LB_MAPS.services));
   const backends = new Map((await dumpMap(pins.map(root, LB_MAPS.backends))).entries.map((e) => [e.key.readUInt32LE(0), lb4Backend.decode(e.value)]));
   const byFrontend = new Map<string, LbRow>();
@@ -178,7 +178,9 @@ async function lbRows(cfg: ClusterConfig, node: string): Promise<LbRow[]> {
         .filter(Boolean)
         .join(", ");
       byFrontend.set(fe, { id: v.service_id, frontend: fe, flags, backends: [] });
-    } else slots.push({ fe, slot: k.slot, backend: v.backend_id });
+    }
+    // Entry c holds the backends in slots 8c + 1 .. 8c + 8.
+    for (const [i, backend] of backendIdsOf(v.backend_ids).entries()) slots.push({ fe, slot: k.slot * SLOTS_PER_ENTRY + i + 1, backend });
   }
   slots.sort((a, b) => a.slot - b.slot);
   for (const s of slots) {
@@ -205,7 +207,7 @@ const bpfCommand: Command = {
     if (what === "policy" && verb === "get" && target) node = findPod(cfg.name, values.namespace, target).node;
     const root = pinRoot(cfg.name, node);
     if (what === "lb" && verb === "list") {
-      const rows = await lbRows(cfg, node);
+      const rows = await lbRows(pinRoot(cfg.name, node));
       printTable(
         ["SERVICE ADDRESS", "BACKEND ADDRESS (REVNAT_ID) (SLOT)"],
         rows.flatMap((r) => [[r.frontend, `0.0.0.0:0 (${r.id}) (0) [${r.flags}]`], ...r.backends.map((b, i) => ["", `${b} (${r.id}) (${i + 1})`])]),

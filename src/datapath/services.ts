@@ -26,14 +26,16 @@ import {
   protocolName,
   SCOPE_EXTERNAL,
   SCOPE_INTERNAL,
+  SLOTS_PER_ENTRY,
   SVC_AFFINITY,
   SVC_EXTERNAL,
   SVC_L7,
   SVC_LOCAL,
   SVC_MAGLEV,
+  serviceEntries,
   serviceKey,
   serviceValue,
-  slotValue,
+  slotsValue,
 } from "./maps/lb.ts";
 
 export const ANNOTATION_ALGORITHM = "service.weft.io/lb-algorithm";
@@ -697,7 +699,7 @@ export function emptyContents(): LbContents {
 // is compared with the mirror's own encoding when this module loads.
 const HEX2 = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const KEY = lb4Key.offsets as Record<"address" | "dport" | "slot" | "proto" | "scope" | "pad", number>;
-const SVC = lb4Service.offsets as Record<"service_id" | "backend_id" | "count" | "affinity_timeout" | "maglev_size" | "flags", number>;
+const SVC = lb4Service.offsets as Record<"service_id" | "count" | "affinity_timeout" | "maglev_size" | "flags" | "backend_ids", number>;
 const BE = lb4Backend.offsets as Record<"address" | "port" | "proto" | "flags" | "service_id", number>;
 const SLOT_HEX = 2 * KEY.slot;
 const MK = lbMaglevKey.offsets as Record<"service_id" | "chunk" | "scope" | "pad", number>;
@@ -719,8 +721,46 @@ function putU16BE(b: Buffer, at: number, v: number): void {
   b[at + 1] = v & 255;
 }
 
-// The encoders below write lb4_service values field by field: the six u32 fields must be all of it.
-if (lb4Service.size !== 24) throw new Error("services.ts: lb4_service is no longer six u32 fields; update the encoders");
+// The encoders below write lb4_service values field by field: five u32 fields and the ids must be all of it.
+if (lb4Service.size !== 20 + 4 * SLOTS_PER_ENTRY || SVC.backend_ids !== 20) {
+  throw new Error("services.ts: lb4_service is no longer five u32 fields and the backend ids; update the encoders");
+}
+
+/**
+ * An lb4_service value at b[v..]: the fields, and ids[from, to) (at most SLOTS_PER_ENTRY) with 0
+ * after them. Entry 0 of a frontend: its fields and its first 8 ids; entry c: service id only and
+ * ids from 8c.
+ */
+function putServiceValue(
+  b: Buffer,
+  v: number,
+  serviceId: number,
+  count: number,
+  affinityTimeout: number,
+  maglevSize: number,
+  flags: number,
+  ids: ArrayLike<number>,
+  from: number,
+  to: number,
+): void {
+  putU32LE(b, v + SVC.service_id, serviceId);
+  putU32LE(b, v + SVC.count, count);
+  putU32LE(b, v + SVC.affinity_timeout, affinityTimeout);
+  putU32LE(b, v + SVC.maglev_size, maglevSize);
+  putU32LE(b, v + SVC.flags, flags);
+  const at = v + SVC.backend_ids;
+  const n = to - from;
+  for (let i = 0; i < SLOTS_PER_ENTRY; i++) putU32LE(b, at + 4 * i, i < n ? (ids[from + i] as number) : 0);
+}
+
+/** Writes entry `entry` of frontend `f` at b[v..] (see putServiceValue). */
+function putEntryValue(b: Buffer, v: number, f: LbFrontend, entry: number): void {
+  const ids = f.backendIds;
+  const from = entry * SLOTS_PER_ENTRY;
+  const to = Math.min(ids.length, from + SLOTS_PER_ENTRY);
+  if (entry === 0) putServiceValue(b, v, f.serviceId, ids.length, f.affinityTimeout, f.maglevSize, f.flags, ids, from, to);
+  else putServiceValue(b, v, f.serviceId, 0, 0, 0, 0, ids, from, to);
+}
 
 /** The parts of a state or unit that become map entries. */
 interface ServiceUnitView {
@@ -758,20 +798,9 @@ function frontendKeyParts(f: LbFrontend): [string, string] {
 const slotHex = (slot: number) => (HEX2[slot & 255] as string) + (HEX2[(slot >>> 8) & 255] as string);
 const u32Hex = (n: number) => (HEX2[n & 255] as string) + HEX2[(n >>> 8) & 255] + HEX2[(n >>> 16) & 255] + HEX2[(n >>> 24) & 255];
 
-function entryValue(f: LbFrontend): Buffer {
+function entryValue(f: LbFrontend, entry: number): Buffer {
   const b = Buffer.alloc(lb4Service.size);
-  b.writeUInt32LE(f.serviceId, SVC.service_id);
-  b.writeUInt32LE(f.backendIds.length, SVC.count);
-  b.writeUInt32LE(f.affinityTimeout, SVC.affinity_timeout);
-  b.writeUInt32LE(f.maglevSize, SVC.maglev_size);
-  b.writeUInt32LE(f.flags, SVC.flags);
-  return b;
-}
-
-function fastSlotValue(serviceId: number, backendId: number): Buffer {
-  const b = Buffer.alloc(lb4Service.size);
-  b.writeUInt32LE(serviceId, SVC.service_id);
-  b.writeUInt32LE(backendId, SVC.backend_id);
+  putEntryValue(b, 0, f, entry);
   return b;
 }
 
@@ -791,7 +820,7 @@ function fastBackendValue(be: LbBackend): Buffer {
     port: 30443,
     proto: "UDP",
     serviceId: 0x01020304,
-    backendIds: [7, 8],
+    backendIds: [7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
     affinityTimeout: 300,
     maglevSize: 251,
     flags: 0x0b,
@@ -802,8 +831,10 @@ function fastBackendValue(be: LbBackend): Buffer {
   const [pre, post] = frontendKeyParts(f);
   const same =
     pre + slotHex(0x0102) + post === serviceKey(f, 0x0102).toString("hex") &&
-    entryValue(f).equals(serviceValue({ serviceId: f.serviceId, count: 2, affinityTimeout: 300, maglevSize: 251, flags: 0x0b })) &&
-    fastSlotValue(f.serviceId, be.id).equals(slotValue(f.serviceId, be.id)) &&
+    entryValue(f, 0).equals(
+      serviceValue({ serviceId: f.serviceId, count: 10, affinityTimeout: 300, maglevSize: 251, flags: 0x0b, backendIds: f.backendIds }),
+    ) &&
+    entryValue(f, 1).equals(slotsValue(f.serviceId, f.backendIds, 1)) &&
     fastBackendValue(be).equals(backendValue(be)) &&
     u32Hex(be.id) === backendKey(be.id).toString("hex");
   if (!same) throw new Error("services.ts: the fast lb4 encoders disagree with the mirrors in maps/lb.ts");
@@ -828,11 +859,10 @@ function entriesOf(u: {
   const e: Entries = { sk: [], sv: [], bk: [], bv: [], mk: [], mv: [] };
   const frontend = (f: LbFrontend) => {
     const [pre, post] = frontendKeyParts(f);
-    e.sk.push(pre + slotHex(0) + post);
-    e.sv.push(entryValue(f));
-    for (let i = 0; i < f.backendIds.length; i++) {
-      e.sk.push(pre + slotHex(i + 1) + post);
-      e.sv.push(fastSlotValue(f.serviceId, f.backendIds[i] as number));
+    const entries = serviceEntries(f.backendIds.length);
+    for (let c = 0; c < entries; c++) {
+      e.sk.push(pre + slotHex(c) + post);
+      e.sv.push(entryValue(f, c));
     }
   };
   for (const f of u.frontends) frontend(f);
@@ -863,7 +893,7 @@ export function lbContents(state: LbState): LbContents {
   return out;
 }
 
-/** Whether an lb4_services key (hex) is a service entry (slot 0) rather than a backend slot. */
+/** Whether an lb4_services key (hex) is a service's entry 0 rather than one holding its further backends. */
 function isServiceEntry(keyHex: string): boolean {
   return keyHex.startsWith("0000", SLOT_HEX);
 }
@@ -893,10 +923,10 @@ export function idsFromContents(contents: LbContents): LbIds {
 
 /**
  * The writes that turn `old` into `next`. Order (never a lookup that finds nothing it needs):
- * updates of backends, Maglev chunks, backend slots, then service entries (which publish the new
- * count); then deletes of service entries, slots, Maglev chunks, backends. So a slot never names a
- * backend not yet written, a service entry never counts slots not yet written, and nothing an
- * existing service entry points to disappears before that entry has changed.
+ * updates of backends, Maglev chunks, further entries (backends 9 and on), then entries 0 (which
+ * publish the new count); then deletes of entries 0, further entries, Maglev chunks, backends. So
+ * an entry never names a backend not yet written, an entry 0 never counts backends in entries not
+ * yet written, and nothing an existing entry 0 points to disappears before that entry has changed.
  */
 export function lbDiff(old: LbContents, next: LbContents, pinOf: (map: string) => string): MapWrite[] {
   const [pS, pB, pM] = [pinOf(LB_MAPS.services), pinOf(LB_MAPS.backends), pinOf(LB_MAPS.maglev)];
@@ -947,8 +977,8 @@ export function encodeCreate(units: readonly ServiceUnitView[], pinOf: (map: str
   for (const u of units) {
     nb += u.backends.length;
     for (const t of u.maglev) nm += Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
-    for (const f of u.frontends) ns += 1 + f.backendIds.length;
-    for (const f of u.external ?? []) ns += 1 + f.backendIds.length;
+    for (const f of u.frontends) ns += serviceEntries(f.backendIds.length);
+    for (const f of u.external ?? []) ns += serviceEntries(f.backendIds.length);
   }
   const enc = new MapBatchEncoder(
     nb * (12 + 4 + lb4Backend.size) + nm * (12 + lbMaglevKey.size + lbMaglevChunk.size) + ns * (12 + lb4Key.size + lb4Service.size) + 3 * 4096,
@@ -982,33 +1012,18 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
     b[at + KEY.pad] = 0;
     b[at + KEY.pad + 1] = 0;
   };
+  const write = (mS: number, f: LbFrontend, addr: number, entry: number) => {
+    const at = enc.update(mS, kS, vS);
+    frontendKey(enc.buf, at, f, addr, entry);
+    putEntryValue(enc.buf, at + kS, f, entry);
+  };
+  /** Entries 1.. (backends 9 and on). */
   const slots = (mS: number, f: LbFrontend) => {
     const addr = ipv4Number(f.address);
-    for (let i = 0; i < f.backendIds.length; i++) {
-      const at = enc.update(mS, kS, vS);
-      const b = enc.buf;
-      frontendKey(b, at, f, addr, i + 1);
-      const v = at + kS;
-      putU32LE(b, v + SVC.service_id, f.serviceId);
-      putU32LE(b, v + SVC.backend_id, f.backendIds[i] as number);
-      putU32LE(b, v + SVC.count, 0);
-      putU32LE(b, v + SVC.affinity_timeout, 0);
-      putU32LE(b, v + SVC.maglev_size, 0);
-      putU32LE(b, v + SVC.flags, 0);
-    }
+    const entries = serviceEntries(f.backendIds.length);
+    for (let c = 1; c < entries; c++) write(mS, f, addr, c);
   };
-  const entry = (mS: number, f: LbFrontend) => {
-    const at = enc.update(mS, kS, vS);
-    const b = enc.buf;
-    frontendKey(b, at, f, ipv4Number(f.address), 0);
-    const v = at + kS;
-    putU32LE(b, v + SVC.service_id, f.serviceId);
-    putU32LE(b, v + SVC.backend_id, 0);
-    putU32LE(b, v + SVC.count, f.backendIds.length);
-    putU32LE(b, v + SVC.affinity_timeout, f.affinityTimeout);
-    putU32LE(b, v + SVC.maglev_size, f.maglevSize);
-    putU32LE(b, v + SVC.flags, f.flags);
-  };
+  const entry = (mS: number, f: LbFrontend) => write(mS, f, ipv4Number(f.address), 0);
   /** Every frontend (internal, then external) of the units, with the services map opened at the first. */
   const eachFrontend = (write: (mS: number, f: LbFrontend) => void) => {
     let mS = -1;
@@ -1728,6 +1743,17 @@ function inputsOfSnaps(ns: string, name: string, s: ServiceSnap, slices: readonl
   };
 }
 
+/** encodeRows' scratch: a fast row's selectable backend ids, in order (fastService keeps <= 64). */
+const SELECTABLE = new Uint32Array(64);
+
+/** Fills SELECTABLE with fast row i's selectable (not terminating) backend ids; returns how many. */
+function selectableIds(r: FastRows, i: number): number {
+  let n = 0;
+  for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++)
+    if (!((r.beFlags[k] as number) & L_BE_TERMINATING)) SELECTABLE[n++] = r.beId[k] as number;
+  return n;
+}
+
 /**
  * lbDiff(empty, what rows seq[from..to) hold) encoded for the map server, as encodeCreate over
  * their units (the whole range: the update's batch; a part of it: one streamed part).
@@ -1741,15 +1767,15 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
   for (const i of seq) {
     if (i >= 0) {
       nb += (r.beEnd[i] as number) - (r.beStart[i] as number);
-      ns += 1 + (r.slotCount[i] as number);
+      ns += serviceEntries(r.slotCount[i] as number);
       continue;
     }
     const u = (r.slow[-1 - i] as FastRows["slow"][number]).unit;
     slowUnits.push(u);
     nb += u.backends.length;
     for (const t of u.maglev) nm += Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
-    for (const f of u.frontends) ns += 1 + f.backendIds.length;
-    for (const f of u.external) ns += 1 + f.backendIds.length;
+    for (const f of u.frontends) ns += serviceEntries(f.backendIds.length);
+    for (const f of u.external) ns += serviceEntries(f.backendIds.length);
   }
   if (slowUnits.length === seq.length) return encodeCreate(slowUnits, pinOf);
   const kS = lb4Key.size;
@@ -1793,20 +1819,12 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
       slowPart(i).slots();
       continue;
     }
-    const sid = r.serviceId[i] as number;
-    let slot = 0;
-    for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
-      if ((r.beFlags[k] as number) & L_BE_TERMINATING) continue;
+    if ((r.slotCount[i] as number) <= SLOTS_PER_ENTRY) continue; // (entry 0 only)
+    const count = selectableIds(r, i);
+    for (let c = 1; c < serviceEntries(count); c++) {
       const at = enc.update(mS, kS, vS);
-      const b = enc.buf;
-      key(b, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, ++slot);
-      const v = at + kS;
-      putU32LE(b, v + SVC.service_id, sid);
-      putU32LE(b, v + SVC.backend_id, r.beId[k] as number);
-      putU32LE(b, v + SVC.count, 0);
-      putU32LE(b, v + SVC.affinity_timeout, 0);
-      putU32LE(b, v + SVC.maglev_size, 0);
-      putU32LE(b, v + SVC.flags, 0);
+      key(enc.buf, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, c);
+      putServiceValue(enc.buf, at + kS, r.serviceId[i] as number, 0, 0, 0, 0, SELECTABLE, c * SLOTS_PER_ENTRY, Math.min(count, (c + 1) * SLOTS_PER_ENTRY));
     }
   }
   for (const i of seq) {
@@ -1814,16 +1832,10 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
       slowPart(i).entries();
       continue;
     }
+    const count = selectableIds(r, i);
     const at = enc.update(mS, kS, vS);
-    const b = enc.buf;
-    key(b, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, 0);
-    const v = at + kS;
-    putU32LE(b, v + SVC.service_id, r.serviceId[i] as number);
-    putU32LE(b, v + SVC.backend_id, 0);
-    putU32LE(b, v + SVC.count, r.slotCount[i] as number);
-    putU32LE(b, v + SVC.affinity_timeout, 0);
-    putU32LE(b, v + SVC.maglev_size, 0);
-    putU32LE(b, v + SVC.flags, 0);
+    key(enc.buf, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, 0);
+    putServiceValue(enc.buf, at + kS, r.serviceId[i] as number, count, 0, 0, 0, SELECTABLE, 0, Math.min(count, SLOTS_PER_ENTRY));
   }
   return enc.finish();
 }
@@ -1911,7 +1923,14 @@ interface SliceWalk {
 }
 
 /** Service `k` (sorted)'s slices as slicesByService takes them, into `mine`. */
-function slicesOfSorted(slices: readonly EndpointSliceInput[], runs: Int32Array | undefined, walk: SliceWalk, k: number, idx: number, mine: EndpointSliceInput[]): void {
+function slicesOfSorted(
+  slices: readonly EndpointSliceInput[],
+  runs: Int32Array | undefined,
+  walk: SliceWalk,
+  k: number,
+  idx: number,
+  mine: EndpointSliceInput[],
+): void {
   mine.length = 0;
   if (runs !== undefined) {
     for (let j = runs[2 * idx] as number; j < (runs[2 * idx + 1] as number); j++) {

@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { dumpMap, pinRoot, pins, removePins } from "../../src/datapath/loader.ts";
 import { endpointKey } from "../../src/datapath/maps/endpoints.ts";
 import { ipcacheKey } from "../../src/datapath/maps/ipcache.ts";
-import { LB_MAPS, lb4Key, lb4Service } from "../../src/datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Key, lb4Service } from "../../src/datapath/maps/lb.ts";
 import { REPO, TEST_STATE_ROOT, TestCluster, WEFT } from "../harness/cluster.ts";
 import { diffDumps, dumpNodeMaps } from "../harness/map-dump.ts";
 
@@ -125,10 +125,10 @@ describe("agent restart", () => {
         .map((p) => p.status.podIP)
         .sort(),
     );
-    // services: every backend slot points at a backend that exists, and no backend is orphaned.
+    // services: every backend an entry names exists, and no backend is orphaned.
     const svc = (await dumpMap(pins.map(root, LB_MAPS.services))).entries.map((e) => ({ k: lb4Key.decode(e.key), v: lb4Service.decode(e.value) }));
     const backendIds = new Set((await dumpMap(pins.map(root, LB_MAPS.backends))).entries.map((e) => e.key.readUInt32LE(0)));
-    const referenced = new Set(svc.filter((s) => s.k.slot > 0).map((s) => s.v.backend_id));
+    const referenced = new Set(svc.flatMap((s) => backendIdsOf(s.v.backend_ids)));
     assert.deepEqual(
       [...referenced].filter((id) => !backendIds.has(id)),
       [],

@@ -10,7 +10,7 @@ import { execFileSync } from "node:child_process";
 import { readdir, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { dumpMap, type MapEntry } from "../../src/datapath/loader.ts";
-import { LB_MAPS, lb4Backend, lb4Key, lb4Service, lbMaglevKey } from "../../src/datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, lbMaglevKey } from "../../src/datapath/maps/lb.ts";
 
 /** Maps whose entries are made by traffic, not by the agent; a fresh start cannot have them. */
 export const RUNTIME_MAPS: Record<string, string> = {
@@ -111,11 +111,9 @@ function canonicalLb(services: MapEntry[], backends: MapEntry[], maglev: MapEntr
       serviceLines.push(
         `${f} => service ${sid(s.v.service_id)} count=${s.v.count} flags=${s.v.flags} affinity=${s.v.affinity_timeout} maglev=${s.v.maglev_size}`,
       );
-    } else {
-      const list = slots.get(f) ?? [];
-      list.push(bid(s.v.backend_id));
-      slots.set(f, list);
     }
+    const ids = backendIdsOf(s.v.backend_ids);
+    if (ids.length > 0) slots.set(f, [...(slots.get(f) ?? []), ...ids.map(bid)]);
   }
   for (const [f, list] of slots) serviceLines.push(`${f} slots => ${list.sort().join(" ")}`);
   const maglevLines = maglev.map((e) => {

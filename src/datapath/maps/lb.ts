@@ -19,7 +19,8 @@ export const LB_MAPS = {
 /**
  * Default max_entries of lb4_services and lb4_backends (Cilium's --bpf-lb-map-max default). Both
  * are preallocated: the kernel memory is fixed when they are created. lb4_services holds one
- * entry per frontend plus one slot per selectable backend of it; lb4_backends one per endpoint.
+ * entry per frontend with up to 8 selectable backends (one more per further 8); lb4_backends one
+ * per endpoint.
  */
 export const DEFAULT_LB_MAP_MAX = 65536;
 
@@ -61,14 +62,45 @@ export const lb4Key = defineStruct("lb4_key", [
   ["pad", { bytes: 2 }],
 ] as const);
 
+/** Backend ids per lb4_services entry (LB_SLOTS_PER_ENTRY): entry 0 holds the service and its first 8. */
+export const SLOTS_PER_ENTRY = 8;
+
 export const lb4Service = defineStruct("lb4_service", [
   ["service_id", "u32"],
-  ["backend_id", "u32"],
   ["count", "u32"],
   ["affinity_timeout", "u32"],
   ["maglev_size", "u32"],
   ["flags", "u32"],
+  ["backend_ids", { bytes: SLOTS_PER_ENTRY * 4 }],
 ] as const);
+
+/** Entries a frontend with `count` selectable backends has in lb4_services (entry 0 included). */
+export function serviceEntries(count: number): number {
+  return count <= SLOTS_PER_ENTRY ? 1 : Math.ceil(count / SLOTS_PER_ENTRY);
+}
+
+/** The backend ids entry `entry` of a frontend holds (up to SLOTS_PER_ENTRY of `ids`). */
+export function entryBackendIds(ids: readonly number[], entry: number): number[] {
+  return ids.slice(entry * SLOTS_PER_ENTRY, entry * SLOTS_PER_ENTRY + SLOTS_PER_ENTRY);
+}
+
+/** A backend_ids field: `ids` (at most SLOTS_PER_ENTRY) as u32 little-endian, 0 after them. */
+export function backendIdsField(ids: readonly number[]): Buffer {
+  const b = Buffer.alloc(SLOTS_PER_ENTRY * 4);
+  for (const [i, id] of ids.entries()) b.writeUInt32LE(id, 4 * i);
+  return b;
+}
+
+/** The backend ids a backend_ids field holds, in order (ids start at 1: the first 0 ends them). */
+export function backendIdsOf(field: Buffer): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < SLOTS_PER_ENTRY; i++) {
+    const id = field.readUInt32LE(4 * i);
+    if (id === 0) break;
+    out.push(id);
+  }
+  return out;
+}
 
 export const lb4Backend = defineStruct("lb4_backend", [
   ["address", "ipv4"],
@@ -167,9 +199,9 @@ export interface FrontendKey {
   scope?: number;
 }
 
-/** lb4_services key: slot 0 is the service entry, 1..count the backend slots. */
-export function serviceKey(f: FrontendKey, slot: number): Buffer {
-  return lb4Key.encode({ address: f.address, dport: f.port, slot, proto: PROTO[f.proto], scope: f.scope ?? SCOPE_INTERNAL, pad: PAD2 });
+/** lb4_services key: entry 0 is the service (and its first 8 backends), entry c >= 1 its backends from 8c + 1. */
+export function serviceKey(f: FrontendKey, entry: number): Buffer {
+  return lb4Key.encode({ address: f.address, dport: f.port, slot: entry, proto: PROTO[f.proto], scope: f.scope ?? SCOPE_INTERNAL, pad: PAD2 });
 }
 
 export interface ServiceEntry {
@@ -178,23 +210,32 @@ export interface ServiceEntry {
   affinityTimeout: number;
   maglevSize: number;
   flags: number;
+  /** The selectable backends in order (entry 0 holds the first SLOTS_PER_ENTRY). */
+  backendIds: readonly number[];
 }
 
-/** lb4_services value of slot 0. */
+/** lb4_services value of entry 0. */
 export function serviceValue(e: ServiceEntry): Buffer {
   return lb4Service.encode({
     service_id: e.serviceId,
-    backend_id: 0,
     count: e.count,
     affinity_timeout: e.affinityTimeout,
     maglev_size: e.maglevSize,
     flags: e.flags,
+    backend_ids: backendIdsField(entryBackendIds(e.backendIds, 0)),
   });
 }
 
-/** lb4_services value of a backend slot. */
-export function slotValue(serviceId: number, backendId: number): Buffer {
-  return lb4Service.encode({ service_id: serviceId, backend_id: backendId, count: 0, affinity_timeout: 0, maglev_size: 0, flags: 0 });
+/** lb4_services value of entry `entry` >= 1 of a service with these backends. */
+export function slotsValue(serviceId: number, backendIds: readonly number[], entry: number): Buffer {
+  return lb4Service.encode({
+    service_id: serviceId,
+    count: 0,
+    affinity_timeout: 0,
+    maglev_size: 0,
+    flags: 0,
+    backend_ids: backendIdsField(entryBackendIds(backendIds, entry)),
+  });
 }
 
 /** lb4_backends key: the backend id (u32, host order). */

@@ -9,12 +9,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { loadSockDatapath, readLbContents, ServiceSync } from "../../../src/datapath/lb-sync.ts";
 import { closeMapServer } from "../../../src/datapath/loader.ts";
-import { lb4Backend, lb4Key, lb4Service } from "../../../src/datapath/maps/lb.ts";
+import { backendIdsOf, lb4Backend, lb4Key, lb4Service, SLOTS_PER_ENTRY } from "../../../src/datapath/maps/lb.ts";
 import { desiredLb, type EndpointSliceInput, lbContents, type ServiceInput } from "../../../src/datapath/services.ts";
 import { freshSandbox, type Sandbox } from "../../harness/sandbox.ts";
 
-/** n common-shape services (one port, two endpoints): 2 backends, 2 slots and 1 entry each. */
-function fleet(n: number): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
+/** n common-shape services (one port, `endpoints` endpoints, <= 8): that many backends and 1 entry each. */
+function fleet(n: number, endpoints = 2): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
   const services: ServiceInput[] = [];
   const slices: EndpointSliceInput[] = [];
   for (let i = 1; i <= n; i++) {
@@ -24,10 +24,7 @@ function fleet(n: number): { services: ServiceInput[]; slices: EndpointSliceInpu
     });
     slices.push({
       metadata: { namespace: "parts", name: `s${i}-0`, labels: { "kubernetes.io/service-name": `s${i}` } },
-      endpoints: [
-        { addresses: [`10.1.${i >> 8}.${i & 255}`], conditions: { ready: true } },
-        { addresses: [`10.2.${i >> 8}.${i & 255}`], conditions: { ready: true } },
-      ],
+      endpoints: Array.from({ length: endpoints }, (_, e) => ({ addresses: [`10.${e + 1}.${i >> 8}.${i & 255}`], conditions: { ready: true } })),
       ports: [{ port: 8080, protocol: "TCP" }],
     });
   }
@@ -56,7 +53,7 @@ describe("service sync from empty, streamed in parts", { timeout: 120_000 }, () 
     const t0 = performance.now();
     const r = await sync.sync(f.services, f.slices);
     console.log(`100 services in parts of 7: ${r.writes.updated} writes in ${(performance.now() - t0).toFixed(1)} ms`);
-    assert.equal(r.writes.updated, 500);
+    assert.equal(r.writes.updated, 300);
     const want = lbContents(desiredLb(f.services, f.slices, {}).state);
     const got = await readLbContents(sb.pinRoot);
     assert.deepEqual(hex(got.services), hex(want.services));
@@ -76,20 +73,20 @@ describe("service sync from empty, streamed in parts", { timeout: 120_000 }, () 
     await closeMapServer();
     process.env.WEFT_BPF_MAP_WORKERS = "1";
     const sync = new ServiceSync(sb.pinRoot, undefined, 50);
-    const big = fleet(400); // 400 entries + 800 slots > 1024: the 7th part of 50 fills lb4_services
+    // 400 services x 3 backends > 1024: a part is 150 backends then 50 entries, and the 7th part's
+    // backends fill lb4_backends.
+    const big = fleet(400, 3);
     const err = await sync.sync(big.services, big.slices).then(
       () => assert.fail("the sync fits?"),
       (e: Error) => e,
     );
-    assert.match(err.message, /lb4_services: service map is full.*lbMapMax.*record (\d+): update .*lb4_services \(batch\): Argument list too long/);
+    assert.match(err.message, /lb4_backends: service map is full.*lbMapMax.*record (\d+): update .*lb4_backends \(batch\): Argument list too long/);
     const record = Number(/record (\d+)/.exec(err.message)?.[1]);
-    assert.ok(record >= 6 * 50 * 5 && record < 7 * 50 * 5, `the failing record (${record}) is counted from the start of the whole write, in the 7th part`);
+    assert.equal(record, 6 * 200 + (1024 - 6 * 150), "the failing record is counted from the start of the whole write: the 1025th backend, in the 7th part");
     const left = await readLbContents(sb.pinRoot);
-    // Parts 1-7 wrote their backends (backends go first in a part); none of part 8 on.
-    assert.equal(left.backends.size, 7 * 50 * 2);
-    assert.equal(left.services.size, 1024);
-    const entries = consistentEntries(left);
-    assert.ok(entries < 400 && entries > 6 * 50);
+    // Parts 1-6 whole; part 7 wrote backends until the map was full, and none of its entries.
+    assert.equal(left.backends.size, 1024);
+    assert.equal(consistentEntries(left), 6 * 50);
     delete process.env.WEFT_BPF_MAP_WORKERS;
     await closeMapServer();
     // The next sync starts from what is pinned: it clears the partial write, then one that fits succeeds.
@@ -98,36 +95,35 @@ describe("service sync from empty, streamed in parts", { timeout: 120_000 }, () 
 
   it("the same on two server threads: parts side by side, a full map fails the sync, the maps stay consistent, the next syncs recover", async () => {
     const sync = new ServiceSync(sb.pinRoot, undefined, 50);
-    const big = fleet(400);
+    const big = fleet(400, 3);
     await assert.rejects(
       sync.sync(big.services, big.slices),
-      /lb4_services: service map is full.*lbMapMax.*record \d+: update .*lb4_services \(batch\): Argument list too long/,
+      /lb4_backends: service map is full.*lbMapMax.*record \d+: update .*lb4_backends \(batch\): Argument list too long/,
     );
     const left = await readLbContents(sb.pinRoot);
-    assert.equal(left.services.size, 1024);
-    // Parts 1-5 fit whole; the map fills during part 6, 7 or 8 (two run side by side), each of which
-    // writes its backends first.
-    assert.ok(left.backends.size >= 6 * 50 * 2 && left.backends.size <= 400 * 2, `${left.backends.size} backends`);
-    consistentEntries(left);
+    assert.equal(left.backends.size, 1024);
+    // Two parts run side by side, so up to two are cut short (each writes its backends first): the
+    // parts whole before them have their entries, the cut ones none.
+    const entries = consistentEntries(left);
+    assert.ok(entries % 50 === 0 && entries >= 4 * 50 && entries <= 6 * 50, `${entries} entries`);
     await recovers(sync);
   });
 
-  /** Every entry's slots and every slot's backend are in the maps; returns the number of entries. */
+  /** Every service's further entries and every backend an entry names are in the maps; returns the number of services (entries 0). */
   function consistentEntries(left: Awaited<ReturnType<typeof readLbContents>>): number {
     const backendIds = new Set([...left.backends.keys()].map((k) => Buffer.from(k, "hex").readUInt32LE(0)));
     let entries = 0;
     for (const [k, v] of left.services) {
       const key = lb4Key.decode(Buffer.from(k, "hex"));
       const value = lb4Service.decode(v);
-      if (key.slot > 0) {
-        assert.ok(backendIds.has(value.backend_id), "a slot's backend is written");
-        continue;
-      }
+      for (const id of backendIdsOf(value.backend_ids)) assert.ok(backendIds.has(id), "an entry's backends are written");
+      if (key.slot > 0) continue;
       entries++;
-      for (let s = 1; s <= value.count; s++) {
-        const slotKey = Buffer.from(k, "hex");
-        slotKey.writeUInt16LE(s, 6);
-        assert.ok(left.services.has(slotKey.toString("hex")), "an entry's slots are written");
+      assert.equal(backendIdsOf(value.backend_ids).length, Math.min(value.count, SLOTS_PER_ENTRY), "entry 0 holds the first backends");
+      for (let c = 1; c * SLOTS_PER_ENTRY < value.count; c++) {
+        const entryKey = Buffer.from(k, "hex");
+        entryKey.writeUInt16LE(c, 6);
+        assert.ok(left.services.has(entryKey.toString("hex")), "a service's further entries are written");
       }
     }
     for (const [, v] of left.backends) assert.ok(lb4Backend.decode(v).service_id > 0);
@@ -142,9 +138,9 @@ describe("service sync from empty, streamed in parts", { timeout: 120_000 }, () 
     assert.equal(gone.services.size + gone.backends.size, 0);
     const fits = fleet(300);
     const r = await sync.sync(fits.services, fits.slices);
-    assert.equal(r.writes.updated, 1500);
+    assert.equal(r.writes.updated, 900);
     const now = await readLbContents(sb.pinRoot);
-    assert.equal(now.services.size, 900);
+    assert.equal(now.services.size, 300);
     assert.equal(now.backends.size, 600);
     await sync.sync([], []);
   }

@@ -9,6 +9,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { lbRows } from "../../../src/cli/operator.ts";
 import { loadSockDatapath, registerNetns, ServiceSync, unregisterNetns } from "../../../src/datapath/lb-sync.ts";
 import { createMap, dumpMap, loadObject, objectPath, pins, writeMaps } from "../../../src/datapath/loader.ts";
 import { flowHash, maglevTable } from "../../../src/datapath/maglev.ts";
@@ -33,6 +34,8 @@ import { freshSandbox, type Sandbox } from "../../harness/sandbox.ts";
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const NODE = process.execPath;
 const BACKENDS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+/** A service wider than one lb4_services entry (8 backends): its backends 9-12 are in entry 1. */
+const WIDE = Array.from({ length: 12 }, (_, i) => `127.0.1.${i + 1}`);
 const TCP_PORT = 8080;
 const UDP_PORT = 5353;
 const MAGLEV_SIZE = 251;
@@ -205,6 +208,7 @@ const all = BACKENDS.map((ip) => ({ ip }));
 const SERVICES: ServiceInput[] = [
   svc("web", "10.96.0.50", { externalIPs: ["192.0.2.10"] }),
   svc("empty", "10.96.0.51"),
+  svc("wide", "10.96.0.56"),
   svc("sticky", "10.96.0.52", { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 2 } } }),
   svc("mag", "10.96.0.53", {}, { "service.weft.io/lb-algorithm": "maglev", "service.weft.io/maglev-table-size": String(MAGLEV_SIZE) }),
   svc("draining", "10.96.0.54"),
@@ -218,6 +222,10 @@ const SERVICES: ServiceInput[] = [
 const SLICES: EndpointSliceInput[] = [
   slice("web", all),
   slice("empty", []),
+  slice(
+    "wide",
+    WIDE.map((ip) => ({ ip })),
+  ),
   slice("sticky", all),
   slice("mag", all),
   slice("draining", [{ ip: "127.0.0.2" }, { ip: "127.0.0.3", terminating: true }]),
@@ -244,7 +252,7 @@ describe("socket load balancer (real BPF, throwaway netns + child cgroup)", { ti
 
   before(async () => {
     sb = await freshSandbox("sock");
-    const server = sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, "serve", BACKENDS.join(","), String(TCP_PORT), String(UDP_PORT)]);
+    const server = sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, "serve", [...BACKENDS, ...WIDE].join(","), String(TCP_PORT), String(UDP_PORT)]);
     await lineFrom(server, 10_000);
     await loadSockDatapath(sb.pinRoot, sb.cgroup);
     cookie = await registerNetns(sb.pinRoot, sb.netns, 4242);
@@ -268,6 +276,33 @@ describe("socket load balancer (real BPF, throwaway netns + child cgroup)", { ti
     // Binomial(200, 1/4): mean 50, sd 6.1; [20, 80] is about 5 sd either side.
     for (const [b, n] of Object.entries(r.counts)) assert.ok(n >= 20 && n <= 80, `${b}: ${n} of 200`);
     assert.deepEqual(r.peers, { "10.96.0.50:80": 200 });
+  });
+
+  it("a service of 12 backends (two lb4_services entries): 480 new connections reach every one", async () => {
+    const r = await client("tcp", "10.96.0.56", "80", "480");
+    assert.deepEqual(r.errors, {});
+    assert.deepEqual(Object.keys(r.counts).sort(), WIDE.map((b) => `${b}:${TCP_PORT}`).sort());
+    // Binomial(480, 1/12): mean 40, sd 6.1; [10, 70] is about 5 sd either side.
+    for (const [b, n] of Object.entries(r.counts)) assert.ok(n >= 10 && n <= 70, `${b}: ${n} of 480`);
+    assert.deepEqual(r.peers, { "10.96.0.56:80": 480 });
+  });
+
+  it("weft bpf lb list's rows: every frontend with its backends in slot order, from both entries of a wide service", async () => {
+    const rows = await lbRows(sb.pinRoot);
+    const row = (frontend: string) => rows.find((r) => r.frontend === frontend);
+    assert.deepEqual(
+      row("10.96.0.56:80/TCP")?.backends,
+      WIDE.map((ip) => `${ip}:${TCP_PORT}`),
+    );
+    assert.deepEqual(
+      row("10.96.0.50:80/TCP")?.backends,
+      BACKENDS.map((ip) => `${ip}:${TCP_PORT}`),
+    );
+    assert.equal(row("10.96.0.50:80/TCP")?.flags, "ClusterIP");
+    assert.equal(row("192.0.2.10:80/TCP")?.flags, "External");
+    assert.deepEqual(row("10.96.0.51:80/TCP")?.backends, []);
+    assert.deepEqual(row("10.96.0.54:80/TCP")?.backends, [`127.0.0.2:${TCP_PORT}`]);
+    assert.match(row("10.96.0.53:80/TCP")?.flags ?? "", /maglev 251/);
   });
 
   it("translates an ExternalIP like the ClusterIP", async () => {
@@ -486,7 +521,7 @@ describe("service map sizes (lbMapMax): set at creation, checked on reuse, full 
   });
 
   it("a sync that does not fit reports the full map by name and the setting, and a later one that fits succeeds", async () => {
-    const fleet = (n: number) => {
+    const fleet = (n: number, endpoints: number) => {
       const services: ServiceInput[] = [];
       const slices: EndpointSliceInput[] = [];
       for (let i = 1; i <= n; i++) {
@@ -496,22 +531,22 @@ describe("service map sizes (lbMapMax): set at creation, checked on reuse, full 
         });
         slices.push({
           metadata: { namespace: "size", name: `s${i}-0`, labels: { "kubernetes.io/service-name": `s${i}` } },
-          endpoints: BACKENDS.slice(0, 2).map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+          endpoints: BACKENDS.slice(0, endpoints).map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
           ports: [{ port: TCP_PORT, protocol: "TCP" }],
         });
       }
       return { services, slices };
     };
     const sync = new ServiceSync(sb.pinRoot);
-    const big = fleet(400); // 400 entries + 800 slots > 1024
+    const big = fleet(1100, 0); // 1,100 entries (a service with no endpoint is one entry, no backend) > 1024
     await assert.rejects(sync.sync(big.services, big.slices), /lb4_services: service map is full.*lbMapMax/);
     // Updates go before deletes, so a change must fit beside what is pinned: fewer services fit
     // once the partial writes are gone.
     const cleared = await sync.sync([], []);
     assert.equal(cleared.fromPinned, true, "after a failed write the sync starts again from the pins");
-    const fits = fleet(300); // 900 entries
+    const fits = fleet(300, 2); // 300 entries (each holds its 2 backends), 600 backends
     await sync.sync(fits.services, fits.slices);
-    assert.equal((await dumpMap(pins.map(sb.pinRoot, LB_MAPS.services))).entries.length, 900);
+    assert.equal((await dumpMap(pins.map(sb.pinRoot, LB_MAPS.services))).entries.length, 300);
     assert.equal((await dumpMap(pins.map(sb.pinRoot, LB_MAPS.backends))).entries.length, 600);
   });
 });

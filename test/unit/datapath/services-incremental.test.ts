@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { seededRandom as rng } from "../../../src/core/random.ts";
 import { type EncodedMapBatch, encodeMapBatch, type MapWrite } from "../../../src/datapath/loader.ts";
-import { LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../../../src/datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, SLOTS_PER_ENTRY } from "../../../src/datapath/maps/lb.ts";
 import {
   desiredLb,
   type EndpointInput,
@@ -115,8 +115,8 @@ describe("incremental service computation", () => {
     assert.equal(t.u.recomputed, 1);
     assert.ok(t.ops.length > 0);
     for (const op of t.ops) assert.equal(serviceIdOf(op, s.contents), sid);
-    // Two new backends, slot 2 renamed and slot 3 added, the entry's count, the old backend deleted.
-    assert.equal(t.ops.length, 2 + 2 + 1 + 1);
+    // Two new backends, the entry (its backends and count: one write), the old backend deleted.
+    assert.equal(t.ops.length, 2 + 1 + 1);
   });
 
   it("a removed service: exactly its keys are deleted", () => {
@@ -619,22 +619,22 @@ describe("from empty, streamed in parts while computing (LbStream)", () => {
         assert.ok(unindexed(got.raw).equals(unindexed((want[i] as { raw: Buffer }).raw)), `record ${i} as in the whole batch`);
         assert.equal(got.pin, want[i]?.pin);
       }
-      // Every prefix of the parts is consistent: a slot names only backends written before it,
-      // an entry's count covers only slots written before it.
+      // Every prefix of the parts is consistent: an entry names only backends written before it,
+      // an entry 0's count covers only further entries written before it.
       const backends = new Set<number>();
-      const slots = new Set<string>();
+      const further = new Set<string>();
       for (const x of streamed) {
         const c = category(x);
         const value = x.raw.subarray(12 + x.key.length);
         if (c === 0) backends.add(x.key.readUInt32LE(0));
-        else if (c === 2) {
+        else if (c === 2 || c === 3) {
           const v = lb4Service.decode(value);
-          assert.ok(backends.has(v.backend_id), "a slot's backend is written before it");
-          slots.add(`${x.key.subarray(0, 6).toString("hex")}/${x.key[10]}/${lb4Key.decode(x.key).slot}`);
-        } else if (c === 3) {
-          const v = lb4Service.decode(value);
-          for (let k = 1; k <= v.count; k++)
-            assert.ok(slots.has(`${x.key.subarray(0, 6).toString("hex")}/${x.key[10]}/${k}`), "an entry's slots are written before it");
+          for (const id of backendIdsOf(v.backend_ids)) assert.ok(backends.has(id), "an entry's backends are written before it");
+          if (c === 2) further.add(`${x.key.subarray(0, 6).toString("hex")}/${x.key[10]}/${lb4Key.decode(x.key).slot}`);
+          else {
+            for (let e = 1; e * SLOTS_PER_ENTRY < v.count; e++)
+              assert.ok(further.has(`${x.key.subarray(0, 6).toString("hex")}/${x.key[10]}/${e}`), "a service's further entries are written before its entry 0");
+          }
         }
       }
     });

@@ -9,12 +9,14 @@ import { DEFAULT_MAGLEV_SIZE } from "../../../src/datapath/maglev.ts";
 import {
   BE_LOCAL,
   BE_TERMINATING,
+  backendIdsOf,
   LB_MAPS,
   lb4Backend,
   lb4Key,
   lb4Service,
   MAGLEV_CHUNK,
   maglevKey,
+  SLOTS_PER_ENTRY,
   SVC_AFFINITY,
   SVC_EXTERNAL,
   SVC_LOCAL,
@@ -508,13 +510,17 @@ function check(maps: Record<string, Map<string, Buffer>>, when: string): void {
     const key = lb4Key.decode(Buffer.from(k, "hex"));
     if (key.slot !== 0) continue;
     const s = lb4Service.decode(v);
-    for (let slot = 1; slot <= s.count; slot++) {
-      const sk = lb4Key.encode({ ...key, slot }).toString("hex");
-      const sv = services.get(sk);
-      assert.ok(sv, `${when}: ${key.address}:${key.dport} counts ${s.count} slots but slot ${slot} is missing`);
-      const bid = lb4Service.decode(sv).backend_id;
+    // Entry 0 holds backends 1..8, entry c backends 8c + 1..8c + 8: every one the count covers.
+    const ids = backendIdsOf(s.backend_ids);
+    for (let c = 1; c * SLOTS_PER_ENTRY < s.count; c++) {
+      const sv = services.get(lb4Key.encode({ ...key, slot: c }).toString("hex"));
+      assert.ok(sv, `${when}: ${key.address}:${key.dport} counts ${s.count} backends but entry ${c} is missing`);
+      ids.push(...backendIdsOf(lb4Service.decode(sv).backend_ids));
+    }
+    assert.equal(ids.length, s.count, `${when}: ${key.address}:${key.dport} counts ${s.count} backends, its entries name ${ids.length}`);
+    for (const [slot, bid] of ids.entries()) {
       const be = backendOf(bid);
-      assert.ok(be, `${when}: slot ${slot} of ${key.address}:${key.dport} names backend ${bid}, not written`);
+      assert.ok(be, `${when}: slot ${slot + 1} of ${key.address}:${key.dport} names backend ${bid}, not written`);
       assert.equal(be.service_id, s.service_id);
     }
     if (!(s.flags & SVC_MAGLEV) || s.count === 0) continue;
@@ -543,12 +549,21 @@ describe("service map diffs", () => {
     ),
   ];
 
-  it("from nothing: backends first, then slots, then service entries; no deletes", () => {
+  it("from nothing: backends first, then further entries, then entries 0; no deletes", () => {
+    const kinds = (ops: MapWrite[]) => ops.map((o) => (o.map === pin(LB_MAPS.backends) ? "b" : lb4Key.decode(o.key).slot === 0 ? "S" : "s")).join("");
+    // Up to 8 backends: one entry per frontend (ClusterIP and ExternalIP) holds them all.
     const s = desiredLb(base, eps(3)).state;
     const ops = lbDiff(emptyContents(), lbContents(s), pin);
-    const kinds = ops.map((o) => (o.map === pin(LB_MAPS.backends) ? "b" : lb4Key.decode(o.key).slot === 0 ? "S" : "s"));
-    assert.equal(kinds.join(""), "bbbssssssSS");
+    assert.equal(kinds(ops), "bbbSS");
     applyChecked(emptyContents(), ops);
+    // 19 backends: entries 1 and 2 hold backends 9-16 and 17-19.
+    const big = desiredLb(base, eps(19)).state;
+    const bigOps = lbDiff(emptyContents(), lbContents(big), pin);
+    assert.equal(kinds(bigOps), `${"b".repeat(19)}ssssSS`);
+    const entry2 = bigOps.find((o) => o.map === pin(LB_MAPS.services) && lb4Key.decode(o.key).slot === 2);
+    assert.ok(entry2?.op === "update");
+    assert.deepEqual(backendIdsOf(lb4Service.decode(entry2.value).backend_ids), big.frontends[0]?.backendIds.slice(16));
+    applyChecked(emptyContents(), bigOps);
   });
 
   it("no change, no writes", () => {
@@ -595,11 +610,11 @@ describe("service map diffs", () => {
     assert.equal(end.backends.size, 3);
   });
 
-  it("deleting a service: its entries go before its slots, its slots before its backends", () => {
-    const s1 = desiredLb(base, eps(3)).state;
+  it("deleting a service: its entries 0 go before its further entries, those before its backends", () => {
+    const s1 = desiredLb(base, eps(10)).state;
     const ops = transition(s1, { frontends: [], backends: [], maglev: [] });
     const order = ops.map((o) => (o.map === pin(LB_MAPS.backends) ? "b" : lb4Key.decode(o.key).slot === 0 ? "S" : "s"));
-    assert.equal(order.join(""), "SSssssssbbb");
+    assert.equal(order.join(""), `SSss${"b".repeat(10)}`);
     assert.ok(ops.every((o) => o.op === "delete"));
     applyChecked(lbContents(s1), ops);
   });
