@@ -754,6 +754,16 @@ async function main(): Promise<void> {
           : `target "connect() at 10k services >= 5x faster than iptables-${variant}": not measured`,
       );
     }
+    // The ceiling of the ratio above: a connect() with no service translation at all (direct) is
+    // only so much faster than iptables; what the datapath itself adds is compared here.
+    const direct10k = at10k?.direct;
+    if (at10k?.weft !== undefined && direct10k !== undefined) {
+      const added = (v: number | undefined) => (v === undefined ? "-" : `${(v - direct10k).toFixed(2)} µs`);
+      const ceiling = (["legacy", "nft"] as const).map((v) => (at10k[v] === undefined ? `${v} -` : `${v} ${((at10k[v] as number) / direct10k).toFixed(2)}x`));
+      console.log(
+        `at 10k services, latency added to a direct connect(): weft ${added(at10k.weft)}, iptables-legacy ${added(at10k.legacy)}, iptables-nft ${added(at10k.nft)}; a direct connect() is ${ceiling.join(", ")} faster than iptables (the most any datapath could reach)`,
+      );
+    }
     const at100k = medians.get(100_000);
     console.log(
       at100k?.weft !== undefined && at100k.direct !== undefined
