@@ -7,7 +7,6 @@ import http from "node:http";
 import { join } from "node:path";
 import type { ClusterConfig, NodeConfig } from "../cluster/config.ts";
 import { cgroupDir } from "../cluster/config.ts";
-import { hashOf } from "../cluster/schedule.ts";
 import { loadClusterConfig, runDir } from "../cluster/state.ts";
 import { openStore, writeAtomic } from "../cluster/store.ts";
 import { isWeftError } from "../core/errors.ts";
@@ -129,7 +128,8 @@ class Agent {
   async syncOnce(): Promise<void> {
     const view = this.views.read();
     this.view = view;
-    const fingerprint = hashOf([view.revision, view.pods.map((p) => [p.uid, p.podIP, p.ready, p.terminating, p.node, p.desired.labels]), view.slices], 16);
+    // (the store's revision and every node's pods: all a pass derives its maps from)
+    const fingerprint = view.stamp;
     this.health.storeRevision = view.revision;
     if (fingerprint === this.lastFingerprint) return;
 

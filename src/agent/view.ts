@@ -2,10 +2,11 @@
 // EndpointSlices and policies, read from the state folder; and the pure derivations the datapath
 // needs from them (pod identities, the ipcache). Reading is here; deciding is in pure functions.
 
+import { createHash } from "node:crypto";
 import type { ClusterConfig, NodeConfig } from "../cluster/config.ts";
 import { type EndpointSlice, endpointSlices } from "../cluster/endpoints.ts";
 import { identityOfPod, identityTable } from "../cluster/identities.ts";
-import { type PodStatusRecord, readNodeStatuses } from "../cluster/state.ts";
+import { type PodStatusRecord, parseNodeStatuses, readNodeStatusTexts, statusContent } from "../cluster/state.ts";
 import type { K8sObject, Store } from "../cluster/store.ts";
 import { objectKey } from "../cluster/store.ts";
 import type { IpcacheEntry } from "../datapath/maps/ipcache.ts";
@@ -22,6 +23,11 @@ export interface PodEndpoint {
 
 export interface ClusterView {
   revision: number;
+  /**
+   * What the view was read from: the store's revision and every node's status (but its time). Equal
+   * stamps, equal views: the agent skips a pass whose stamp it has already applied.
+   */
+  stamp: string;
   services: K8sObject[];
   slices: EndpointSlice[];
   namespaces: K8sObject[];
@@ -64,10 +70,14 @@ function readObjects(store: Store): StoredObjects {
 
 /**
  * Reads views; the objects are parsed again only when the store's revision moved (only
- * `weft apply`/`delete` change them), the pods' status on every read (kubelets change it).
+ * `weft apply`/`delete` change them), the pods' status and the EndpointSlices only when a node's
+ * status changed (kubelets rewrite it every pass, most often with only a new time): otherwise the
+ * last view is returned as it is. At 10k services, deriving the slices and hashing them on every
+ * 200 ms pass cost ~90 ms.
  */
 export class ViewReader {
   private objects?: StoredObjects;
+  private last?: ClusterView;
 
   constructor(
     private readonly store: Store,
@@ -76,9 +86,15 @@ export class ViewReader {
 
   read(): ClusterView {
     const revision = this.store.revision();
+    const texts = readNodeStatusTexts(this.cfg.stateDir);
+    const hash = createHash("sha256").update(`${revision}\n`);
+    for (const t of texts) hash.update(statusContent(t)).update("\n");
+    const stamp = hash.digest("hex");
+    if (this.last?.stamp === stamp) return this.last;
     if (!this.objects || this.objects.revision !== revision) this.objects = readObjects(this.store);
-    const pods = readNodeStatuses(this.cfg.stateDir).flatMap((s) => s.pods);
-    return { ...this.objects, pods, slices: endpointSlices(this.objects.services, pods) };
+    const pods = parseNodeStatuses(texts).flatMap((s) => s.pods);
+    this.last = { ...this.objects, stamp, pods, slices: endpointSlices(this.objects.services, pods) };
+    return this.last;
   }
 }
 

@@ -80,18 +80,45 @@ export function writeNodeStatus(stateDir: string, status: NodeStatus): void {
 }
 
 export function readNodeStatuses(stateDir: string): NodeStatus[] {
+  return parseNodeStatuses(readNodeStatusTexts(stateDir));
+}
+
+/** Every node's status file as written (JSON text), in file name order. */
+export function readNodeStatusTexts(stateDir: string): string[] {
   const dir = statusDir(stateDir);
   if (!existsSync(dir)) return [];
-  const out: NodeStatus[] = [];
+  const out: string[] = [];
   for (const f of readdirSync(dir).sort()) {
     if (!f.endsWith(".json")) continue;
     try {
-      out.push(JSON.parse(readFileSync(join(dir, f), "utf8")) as NodeStatus);
+      out.push(readFileSync(join(dir, f), "utf8"));
     } catch {
       // being replaced right now; the next read sees it
     }
   }
   return out;
+}
+
+/** The statuses of readNodeStatusTexts; a text that does not parse (a file cut short) is left out. */
+export function parseNodeStatuses(texts: readonly string[]): NodeStatus[] {
+  const out: NodeStatus[] = [];
+  for (const t of texts) {
+    try {
+      out.push(JSON.parse(t) as NodeStatus);
+    } catch {
+      // being replaced right now; the next read sees it
+    }
+  }
+  return out;
+}
+
+/**
+ * A status text without its `updated` time (the kubelet writes one every pass): two texts with the
+ * same content otherwise are equal. (`updated` is the second member writeNodeStatus writes; a
+ * string member elsewhere is escaped, so only the status's own member matches.)
+ */
+export function statusContent(text: string): string {
+  return text.replace(/"updated":"[^"]*",/, "");
 }
 
 export function logDir(stateDir: string, ...parts: string[]): string {
