@@ -296,7 +296,15 @@ const ms = (x: number) => (x < 10 ? `${x.toFixed(2)} ms` : `${x.toFixed(0)} ms`)
 
 /** Sync of SYNC_N services from empty and of one changed service among them: Weft vs the peers. */
 /** Returns the peers' from-empty restore times at SYNC_N services (to predict the latency part's set-ups). */
-async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, peerNs: { legacy: string; nft: string }): Promise<Record<string, number>> {
+/** An iptables variant measured against Weft: its restore and iptables commands, and the netns of its own it runs in. */
+interface Peer {
+  name: "legacy" | "nft";
+  restore: string;
+  iptables: string;
+  ns: string;
+}
+
+async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, against: readonly Peer[]): Promise<Record<string, number>> {
   const changed = SYNC_N / 2;
   const base = services(SYNC_N);
   const mod = services(SYNC_N, changed);
@@ -391,10 +399,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, peerN
   const peers: { name: string; empty: number | string; incr: number | string }[] = [];
   // Each peer in a namespace of its own, never Weft's: a nat table, once there, keeps conntrack
   // and the nat hooks on for every later connection in that namespace (~0.3 µs of each connect()).
-  for (const [variant, restore, iptables, ns] of [
-    ["iptables-legacy-restore", "iptables-legacy-restore", "iptables-legacy", peerNs.legacy],
-    ["iptables-nft-restore", "iptables-nft-restore", "iptables-nft", peerNs.nft],
-  ] as const) {
+  for (const { restore: variant, restore, iptables, ns } of against) {
     try {
       const empty = await timed(() => execIn(ns, [restore], kubeProxyRules(SYNC_N), BUDGET_MS));
       const incr = await timed(() => execIn(ns, [restore, "--noflush"], kubeProxyPartial(SYNC_N, changed), BUDGET_MS));
@@ -408,12 +413,13 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, peerN
   }
   // nft takes ~20 s for this ruleset here (30k chains): run it only with the time left, stop it at that.
   const nftMs = Math.min(45_000, deadline - performance.now());
+  const nftNs = (against.find((p) => p.name === "nft") as Peer).ns; // (nft's verdict map beside iptables-nft)
   if (nftMs < 15_000) {
     peers.push({ name: "nft (verdict map)", empty: "skipped (time budget)", incr: "-" });
   } else {
     try {
-      const empty = await timed(() => execIn(peerNs.nft, ["nft", "-f", "-"], nftRuleset(SYNC_N), nftMs));
-      const incr = await timed(() => execIn(peerNs.nft, ["nft", "-f", "-"], nftPartial(changed), 30_000));
+      const empty = await timed(() => execIn(nftNs, ["nft", "-f", "-"], nftRuleset(SYNC_N), nftMs));
+      const incr = await timed(() => execIn(nftNs, ["nft", "-f", "-"], nftPartial(changed), 30_000));
       peers.push({ name: "nft (verdict map)", empty, incr });
     } catch (err) {
       const msg = (err as Error).message;
@@ -423,7 +429,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, peerN
         incr: "-",
       });
     } finally {
-      await execIn(peerNs.nft, ["nft", "delete", "table", "ip", "weft-bench"]).catch(() => undefined);
+      await execIn(nftNs, ["nft", "delete", "table", "ip", "weft-bench"]).catch(() => undefined);
     }
   }
 
@@ -614,10 +620,10 @@ async function main(): Promise<void> {
     const peers = [
       { name: "legacy", restore: "iptables-legacy-restore", iptables: "iptables-legacy", ns: await sb.addNetns("legacy") },
       { name: "nft", restore: "iptables-nft-restore", iptables: "iptables-nft", ns: await sb.addNetns("nft") },
-    ] as const;
+    ] as const satisfies readonly Peer[];
     for (const p of peers) await wireBackends(sb, p.ns);
 
-    const restoreMs = await syncBench(sb, sync, started + TOTAL_MS - 35_000, { legacy: peers[0].ns, nft: peers[1].ns });
+    const restoreMs = await syncBench(sb, sync, started + TOTAL_MS - 35_000, peers);
     console.log(`[services bench] sync part done at ${((performance.now() - started) / 1000).toFixed(0)} s`);
 
     const rows: string[][] = [];

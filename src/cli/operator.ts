@@ -207,7 +207,7 @@ const bpfCommand: Command = {
     if (what === "policy" && verb === "get" && target) node = findPod(cfg.name, values.namespace, target).node;
     const root = pinRoot(cfg.name, node);
     if (what === "lb" && verb === "list") {
-      const rows = await lbRows(pinRoot(cfg.name, node));
+      const rows = await lbRows(root);
       printTable(
         ["SERVICE ADDRESS", "BACKEND ADDRESS (REVNAT_ID) (SLOT)"],
         rows.flatMap((r) => [[r.frontend, `0.0.0.0:0 (${r.id}) (0) [${r.flags}]`], ...r.backends.map((b, i) => ["", `${b} (${r.id}) (${i + 1})`])]),

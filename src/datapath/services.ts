@@ -753,6 +753,28 @@ function putServiceValue(
   for (let i = 0; i < SLOTS_PER_ENTRY; i++) putU32LE(b, at + 4 * i, i < n ? (ids[from + i] as number) : 0);
 }
 
+/** An lb4_key at b[at..]: frontend address (host-order number), port, protocol number, entry (`slot`), scope. */
+function putServiceKey(b: Buffer, at: number, address: number, port: number, proto: number, slot: number, scope: number): void {
+  putU32BE(b, at + KEY.address, address);
+  putU16BE(b, at + KEY.dport, port);
+  b[at + KEY.slot] = slot & 255;
+  b[at + KEY.slot + 1] = slot >>> 8;
+  b[at + KEY.proto] = proto;
+  b[at + KEY.scope] = scope;
+  b[at + KEY.pad] = 0;
+  b[at + KEY.pad + 1] = 0;
+}
+
+/** An lb4_backends record at b[at..]: the id (u32 key), then the lb4_backend value. */
+function putBackendRecord(b: Buffer, at: number, id: number, address: number, port: number, proto: number, flags: number, serviceId: number): void {
+  putU32LE(b, at, id);
+  putU32BE(b, at + 4 + BE.address, address);
+  putU16BE(b, at + 4 + BE.port, port);
+  b[at + 4 + BE.proto] = proto;
+  b[at + 4 + BE.flags] = flags;
+  putU32LE(b, at + 4 + BE.service_id, serviceId);
+}
+
 /** Writes entry `entry` of frontend `f` at b[v..] (see putServiceValue). */
 function putEntryValue(b: Buffer, v: number, f: LbFrontend, entry: number): void {
   const ids = f.backendIds;
@@ -1002,19 +1024,9 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
   const vB = lb4Backend.size;
   const kM = lbMaglevKey.size;
   const vM = lbMaglevChunk.size;
-  const frontendKey = (b: Buffer, at: number, f: LbFrontend, addr: number, slot: number) => {
-    putU32BE(b, at + KEY.address, addr);
-    putU16BE(b, at + KEY.dport, f.port);
-    b[at + KEY.slot] = slot & 255;
-    b[at + KEY.slot + 1] = slot >>> 8;
-    b[at + KEY.proto] = PROTO[f.proto];
-    b[at + KEY.scope] = f.scope ?? SCOPE_INTERNAL;
-    b[at + KEY.pad] = 0;
-    b[at + KEY.pad + 1] = 0;
-  };
   const write = (mS: number, f: LbFrontend, addr: number, entry: number) => {
     const at = enc.update(mS, kS, vS);
-    frontendKey(enc.buf, at, f, addr, entry);
+    putServiceKey(enc.buf, at, addr, f.port, PROTO[f.proto], entry, f.scope ?? SCOPE_INTERNAL);
     putEntryValue(enc.buf, at + kS, f, entry);
   };
   /** Entries 1.. (backends 9 and on). */
@@ -1042,14 +1054,7 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
       for (const u of units) {
         for (const be of u.backends) {
           if (mB < 0) mB = enc.map(pinOf(LB_MAPS.backends));
-          const at = enc.update(mB, 4, vB);
-          const b = enc.buf;
-          putU32LE(b, at, be.id);
-          putU32BE(b, at + 4 + BE.address, ipv4Number(be.address));
-          putU16BE(b, at + 4 + BE.port, be.port);
-          b[at + 4 + BE.proto] = PROTO[be.proto];
-          b[at + 4 + BE.flags] = be.flags;
-          putU32LE(b, at + 4 + BE.service_id, be.serviceId);
+          putBackendRecord(enc.buf, enc.update(mB, 4, vB), be.id, ipv4Number(be.address), be.port, PROTO[be.proto], be.flags, be.serviceId);
         }
       }
     },
@@ -1269,10 +1274,10 @@ export interface LbUpdate {
 /**
  * Where a from-empty update sends its writes while it still computes (LbModel.update): every
  * `partServices` services (in namespace/name order), their writes as one part in the map server's
- * framing — backends, Maglev chunks, slots, service entries, as lbDiff orders them, within the
- * part. So every prefix of the parts is consistent (a slot never names a backend not yet written,
- * a count never covers a slot not yet written), and the parts' records, taken category by
- * category, are `encode()`'s batch. Pure: `send` is the caller's.
+ * framing — backends, Maglev chunks, further entries, entries 0, as lbDiff orders them, within
+ * the part. So every prefix of the parts is consistent (an entry never names a backend not yet
+ * written, a count never covers a further entry not yet written), and the parts' records, taken
+ * category by category, are `encode()`'s batch. Pure: `send` is the caller's.
  */
 export interface LbStream {
   pinOf: (map: string) => string;
@@ -1282,7 +1287,7 @@ export interface LbStream {
 }
 
 /**
- * Services per streamed part: 1,024 common services are ~5k records, ~0.2 MB (the map server's
+ * Services per streamed part: 1,024 common services are ~3k records, ~0.14 MB (the map server's
  * pipe holds 1 MiB); the first part leaves early and the last one's write is short.
  */
 export const LB_STREAM_PART = 1024;
@@ -1786,16 +1791,8 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
   if (nm > 0) enc.map(pinOf(LB_MAPS.maglev));
   const mS = ns > 0 ? enc.map(pinOf(LB_MAPS.services)) : -1;
   const slowPart = (i: number) => encodeCreatePart(enc, [(r.slow[-1 - i] as FastRows["slow"][number]).unit], pinOf);
-  const key = (b: Buffer, at: number, vip: number, port: number, proto: number, slot: number) => {
-    putU32BE(b, at + KEY.address, vip);
-    putU16BE(b, at + KEY.dport, port);
-    b[at + KEY.slot] = slot & 255;
-    b[at + KEY.slot + 1] = slot >>> 8;
-    b[at + KEY.proto] = proto;
-    b[at + KEY.scope] = L_SCOPE_INTERNAL;
-    b[at + KEY.pad] = 0;
-    b[at + KEY.pad + 1] = 0;
-  };
+  const key = (at: number, i: number, entry: number) =>
+    putServiceKey(enc.buf, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, entry, L_SCOPE_INTERNAL);
   for (const i of seq) {
     if (i < 0) {
       slowPart(i).backends();
@@ -1803,14 +1800,16 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
     }
     const sid = r.serviceId[i] as number;
     for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
-      const at = enc.update(mB, 4, vB);
-      const b = enc.buf;
-      putU32LE(b, at, r.beId[k] as number);
-      putU32BE(b, at + 4 + BE.address, r.beAddr[k] as number);
-      putU16BE(b, at + 4 + BE.port, r.bePort[k] as number);
-      b[at + 4 + BE.proto] = r.proto[i] as number;
-      b[at + 4 + BE.flags] = r.beFlags[k] as number;
-      putU32LE(b, at + 4 + BE.service_id, sid);
+      putBackendRecord(
+        enc.buf,
+        enc.update(mB, 4, vB),
+        r.beId[k] as number,
+        r.beAddr[k] as number,
+        r.bePort[k] as number,
+        r.proto[i] as number,
+        r.beFlags[k] as number,
+        sid,
+      );
     }
   }
   for (const i of seq) if (i < 0) slowPart(i).maglev();
@@ -1823,7 +1822,7 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
     const count = selectableIds(r, i);
     for (let c = 1; c < serviceEntries(count); c++) {
       const at = enc.update(mS, kS, vS);
-      key(enc.buf, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, c);
+      key(at, i, c);
       putServiceValue(enc.buf, at + kS, r.serviceId[i] as number, 0, 0, 0, 0, SELECTABLE, c * SLOTS_PER_ENTRY, Math.min(count, (c + 1) * SLOTS_PER_ENTRY));
     }
   }
@@ -1834,7 +1833,7 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
     }
     const count = selectableIds(r, i);
     const at = enc.update(mS, kS, vS);
-    key(enc.buf, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, 0);
+    key(at, i, 0);
     putServiceValue(enc.buf, at + kS, r.serviceId[i] as number, count, 0, 0, 0, SELECTABLE, 0, Math.min(count, SLOTS_PER_ENTRY));
   }
   return enc.finish();
