@@ -7,7 +7,8 @@
 //    text `map-write` as a baseline) vs iptables-legacy-restore and iptables-nft-restore
 //    (kube-proxy's KUBE-SERVICES / KUBE-SVC-* / KUBE-SEP-* chains; the incremental case as
 //    kube-proxy's partial sync: --noflush, KUBE-SERVICES rewritten, the changed service's chains
-//    replaced) and nft with a verdict map (kube-proxy's nftables mode);
+//    replaced; each case once after each of Weft's reps, medians compared) and nft with a verdict
+//    map (kube-proxy's nftables mode; once);
 // 2. connect() latency to a VIP through Weft's socket hooks vs those iptables rules vs a direct
 //    connect, at 10, 1k, 10k and (when it fits the time budget) 100k services, measured as an
 //    application sees it: bench/connect-lat.c (built here into build/bench/ with cc) times each
@@ -59,6 +60,7 @@ const BUDGET_MS = 60_000; // a variant's set-up at one scale may take at most th
 const TOTAL_MS = 110_000; // the whole bench; a latency scale that would exceed it is skipped
 const SYNC_N = 10_000;
 const SYNC_REPS = 5; // Weft's syncs from empty are repeated and the median taken; the peers run once per case
+const PEER_SETTLE_MS = 1_000; // after a rep's iptables runs, before Weft's next timed sync
 const INCR_REPS = 21; // 1-of-10k syncs (cheap): alternately changing the service and changing it back
 const CHANGED_BACKENDS = ["10.1.0.4", "10.1.0.5"];
 // lb4_services / lb4_backends size (preallocated): 100k services = 100k entries + 200k slots.
@@ -305,6 +307,32 @@ interface Peer {
   ns: string;
 }
 
+/** An iptables peer's restore times (ms), or why they stopped. */
+interface PeerRuns {
+  empty: number[];
+  incr: number[];
+  failed?: string;
+}
+
+/**
+ * One run of an iptables peer's restores into its own namespace, never Weft's (a nat table, once
+ * there, keeps conntrack and the nat hooks on for every later connection in that namespace, ~0.3
+ * µs of each connect()): the whole table from empty, then kube-proxy's partial sync for the one
+ * changed service; flushed after. The first failure is kept and ends that peer's runs.
+ */
+async function peerRestores(peer: Peer, changed: number, runs: PeerRuns): Promise<void> {
+  if (runs.failed !== undefined) return;
+  try {
+    runs.empty.push(await timed(() => execIn(peer.ns, [peer.restore], kubeProxyRules(SYNC_N), BUDGET_MS)));
+    runs.incr.push(await timed(() => execIn(peer.ns, [peer.restore, "--noflush"], kubeProxyPartial(SYNC_N, changed), BUDGET_MS)));
+  } catch (err) {
+    runs.failed = `failed: ${(err as Error).message.slice(0, 80)}`;
+  } finally {
+    await execIn(peer.ns, [peer.iptables, "-t", "nat", "-F"]).catch(() => undefined);
+    await execIn(peer.ns, [peer.iptables, "-t", "nat", "-X"]).catch(() => undefined);
+  }
+}
+
 async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, against: readonly Peer[]): Promise<Record<string, number>> {
   const changed = SYNC_N / 2;
   const base = services(SYNC_N);
@@ -333,6 +361,11 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
   await sync.sync(base.svcs, base.slices); // warm-up (JIT), then back to empty
   await sync.sync(mod.svcs, mod.slices);
   await sync.sync([], []);
+  // The iptables peers run once per rep, right after Weft's syncs of that rep, and the medians are
+  // compared: this machine's speed drifts over tens of seconds (a 2-CPU VM), and one peer run
+  // after all of Weft's reps measured the two in different windows (legacy 976-1347 ms in three
+  // runs of one day).
+  const peerRuns = new Map<string, PeerRuns>(against.map((p) => [p.restore, { empty: [], incr: [] }]));
   for (let rep = 0; rep < SYNC_REPS; rep++) {
     // The agent's passes are >= 200 ms apart: so are the bench's syncs from empty. (The bench's
     // own measurements of other paths — the pure part, the old from-scratch compute, the old write
@@ -357,6 +390,10 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     }
     w.syncSame.push(await timed(() => sync.sync(base2.svcs, base2.slices)));
     await sync.sync([], []);
+    for (const peer of against) await peerRestores(peer, changed, peerRuns.get(peer.restore) as PeerRuns);
+    // The kernel frees a flushed table's rules after the restore has exited (RCU): let that end
+    // before the next timed sync, as nothing like it precedes an agent's pass.
+    await new Promise((resolve) => setTimeout(resolve, PEER_SETTLE_MS));
   }
   for (let rep = 0; rep < SYNC_REPS; rep++) {
     // The pure part alone: LbModel.update + the encoded writes, from empty and for the one change.
@@ -398,19 +435,9 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
   if (left.services.size + left.backends.size + left.maglev.size !== 0) throw new Error("service maps not empty after the Weft runs");
 
   const peers: { name: string; empty: number | string; incr: number | string }[] = [];
-  // Each peer in a namespace of its own, never Weft's: a nat table, once there, keeps conntrack
-  // and the nat hooks on for every later connection in that namespace (~0.3 µs of each connect()).
-  for (const { restore: variant, restore, iptables, ns } of against) {
-    try {
-      const empty = await timed(() => execIn(ns, [restore], kubeProxyRules(SYNC_N), BUDGET_MS));
-      const incr = await timed(() => execIn(ns, [restore, "--noflush"], kubeProxyPartial(SYNC_N, changed), BUDGET_MS));
-      peers.push({ name: variant, empty, incr });
-    } catch (err) {
-      peers.push({ name: variant, empty: `failed: ${(err as Error).message.slice(0, 80)}`, incr: "-" });
-    } finally {
-      await execIn(ns, [iptables, "-t", "nat", "-F"]).catch(() => undefined);
-      await execIn(ns, [iptables, "-t", "nat", "-X"]).catch(() => undefined);
-    }
+  for (const [name, runs] of peerRuns) {
+    if (runs.failed !== undefined) peers.push({ name, empty: runs.failed, incr: "-" });
+    else peers.push({ name, empty: median(runs.empty), incr: median(runs.incr) });
   }
   // nft takes ~20 s for this ruleset here (30k chains): run it only with the time left, stop it at that.
   const nftMs = Math.min(45_000, deadline - performance.now());
@@ -436,7 +463,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
 
   const m = Object.fromEntries(Object.entries(w).map(([k, v]) => [k, median(v)])) as Record<keyof typeof w, number>;
   console.log(
-    `\nprogramming ${SYNC_N} services (two endpoints each; Weft: median of ${SYNC_REPS} from empty, ${SYNC_REPS * INCR_REPS} one-service changes; peers: one run each):`,
+    `\nprogramming ${SYNC_N} services (two endpoints each; Weft: median of ${SYNC_REPS} from empty, ${SYNC_REPS * INCR_REPS} one-service changes; iptables: median of ${SYNC_REPS} runs of each case, one after each of Weft's reps; nft verdict map: one run):`,
   );
   table(
     ["", `from empty (${writes} map writes)`, `1 service changed (${writesIncr} map writes)`],
@@ -454,6 +481,10 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
   );
   console.log(`(services recomputed by a one-service change: ${recomputed} of ${SYNC_N})`);
   console.log(`(Weft's syncs from empty, in order: ${w.sync.map((x) => ms(x)).join(", ")})`);
+  for (const [name, runs] of peerRuns) {
+    if (runs.failed === undefined)
+      console.log(`(${name}, in order: from empty ${runs.empty.map((x) => ms(x)).join(", ")}; 1 changed ${runs.incr.map((x) => ms(x)).join(", ")})`);
+  }
   console.log("\nratios (peer time / Weft time; > 1 = Weft faster):");
   const r = (peer: number | string, weft: number) => (typeof peer === "number" ? `${(peer / weft).toFixed(1)}x` : "-");
   table(
