@@ -1372,8 +1372,6 @@ interface FastRows {
   node: string | undefined;
   /** In namespace/name order: a fast row (>= 0) or a slow unit (-1 - index into `slow`). */
   seq: Int32Array;
-  /** The services' "namespace/name" in order (set by settle). */
-  keys: string[];
   slow: { key: string; ns: string; name: string; input: ServiceInput; svc: ServiceSnap; slices: SliceSnap[]; unit: ServiceUnit }[];
   nSvc: number;
   nSlice: number;
@@ -1416,9 +1414,21 @@ interface FastRows {
   beAddr: Uint32Array;
   bePort: Int32Array;
   beFlags: Uint8Array;
-  /** What settle built from these rows (for the update's state and `after`). */
-  settled?: { units: ServiceUnit[]; memos: Memo[] };
 }
+
+/** What settle built from a from-empty update's rows (for the update's state and `after`). */
+interface Settled {
+  units: ServiceUnit[];
+  memos: Memo[];
+}
+
+/**
+ * Settle's results, kept beside the rows rather than in a field of theirs: a field set only later
+ * (or an array field given another kind of array) changes the rows' shape after the lean path's
+ * functions were optimised for it, and the engine throws that code away (measured: `fillRows`
+ * deoptimised at the start of every process's second sync from empty).
+ */
+const SETTLED = new WeakMap<FastRows, Settled>();
 
 /**
  * An array of `n` holes whose elements kind is already the generic one: storing a string or
@@ -1442,7 +1452,6 @@ function newRows(node: string | undefined, services: number, slices: readonly En
   return {
     node,
     seq: new Int32Array(n),
-    keys: [],
     slow: [],
     nSvc: 0,
     nSlice: 0,
@@ -1854,23 +1863,35 @@ interface ServiceScan {
 /** The services' sort keys, lean-path shapes and VIPs; undefined when a name holds sortKey's separator. */
 function scanServices(services: readonly ServiceInput[]): ServiceScan | undefined {
   const n = services.length;
-  const keys: string[] = col(n);
-  const codes = new Int32Array(n);
-  const vips = new Float64Array(n);
-  let mixed = false;
-  for (let i = 0; i < n; i++) {
+  const scan: ServiceScan = { keys: col(n), codes: new Int32Array(n), vips: new Float64Array(n), mixed: false };
+  // In chunks: the engine optimises a function called several times in the first sync from empty
+  // during that sync; one called once per sync only during the next (measured with --trace-opt).
+  for (let from = 0; from < n; from += SCAN_CHUNK) {
+    const got = scanChunk(services, scan, from, Math.min(n, from + SCAN_CHUNK));
+    if (got < 0) return undefined;
+    if (got > 0) scan.mixed = true;
+  }
+  return scan;
+}
+
+const SCAN_CHUNK = 1024;
+
+/** scanServices for services [from, to): 1 if one of them takes computeService, -1 for a name sortKey cannot carry, else 0. */
+function scanChunk(services: readonly ServiceInput[], scan: ServiceScan, from: number, to: number): number {
+  let mixed = 0;
+  for (let i = from; i < to; i++) {
     const svc = services[i] as ServiceInput;
     const prefix = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
-    if (prefix.includes("\u0000")) return undefined; // (sortKey's separator)
-    keys[i] = sortKey(prefix, i);
+    if (prefix.includes("\u0000")) return -1; // (sortKey's separator)
+    scan.keys[i] = sortKey(prefix, i);
     const clusterIP = svc.spec?.clusterIP;
     const vip = clusterIP === undefined ? -1 : parseIPv4(clusterIP);
     const c = fastShape(svc, vip);
-    codes[i] = c;
-    vips[i] = vip;
-    if (c === -1) mixed = true;
+    scan.codes[i] = c;
+    scan.vips[i] = vip;
+    if (c === -1) mixed = 1;
   }
-  return { keys, codes, vips, mixed };
+  return mixed;
 }
 
 /** Whether two of these lean-path services (every one fastShape-d) claim the same frontend. */
@@ -2087,15 +2108,15 @@ export class LbModel {
     this.pending = undefined;
     const gen = this.generation;
     const memos: Memo[] = [];
-    r.keys = col(r.seq.length);
+    const keys: string[] = col(r.seq.length);
     for (let k = 0; k < r.seq.length; k++) {
       const i = r.seq[k] as number;
-      r.keys[k] = i >= 0 ? `${r.ns[i]}/${r.name[i]}` : (r.slow[-1 - i] as FastRows["slow"][number]).key; // "namespace/name"
+      keys[k] = i >= 0 ? `${r.ns[i]}/${r.name[i]}` : (r.slow[-1 - i] as FastRows["slow"][number]).key; // "namespace/name"
     }
-    this.order = r.keys;
+    this.order = keys;
     for (let k = 0; k < r.seq.length; k++) {
       const i = r.seq[k] as number;
-      const key = r.keys[k] as string;
+      const key = keys[k] as string;
       if (i < 0) {
         const x = r.slow[-1 - i] as FastRows["slow"][number];
         memos.push({
@@ -2124,7 +2145,7 @@ export class LbModel {
     }
     for (const m of memos) this.remember(m);
     this.units = memos.map((m) => m.unit);
-    r.settled = { units: this.units, memos };
+    SETTLED.set(r, { units: this.units, memos });
   }
 
   /** Files a service's memo: its ids, its tokens' owner, and under its key and name. */
@@ -2185,7 +2206,7 @@ export class LbModel {
     let after: LbContents | undefined;
     const settled = () => {
       this.settle();
-      return r.settled as NonNullable<FastRows["settled"]>;
+      return SETTLED.get(r) as Settled;
     };
     return {
       get state() {
