@@ -11,6 +11,7 @@ import {
   type CgroupHook,
   detach,
   dumpMap,
+  type EncodedMapBatch,
   type LinkState,
   type LoadedObject,
   loadObject,
@@ -30,6 +31,8 @@ import {
   type LbContents,
   LbModel,
   type LbState,
+  type LbStream,
+  type LbUpdate,
   lbDiff,
   type ServiceInput,
   type ServiceProblem,
@@ -141,16 +144,27 @@ export class ServiceSync {
   private model: LbModel | undefined;
   private nextService = 1;
   private nextBackend = 1;
+  private readonly pinOf = (m: string) => pins.map(this.root, m);
+  /** Where the current sync from empty streams its parts (set for that sync only). */
+  private stream: MapWriteStream | undefined;
+  /**
+   * The same functions for every sync: the engine's optimised code for the update calls them, and
+   * a new closure per sync would throw that code away at each one ("wrong call target").
+   */
+  private readonly lbStream: LbStream;
 
   constructor(
     readonly root: string,
     readonly node?: string,
     /** Services per part when a sync from empty streams its writes (LB_STREAM_PART by default). */
     readonly partServices?: number,
-  ) {}
+  ) {
+    const send = (part: EncodedMapBatch) => (this.stream as MapWriteStream).send(part);
+    this.lbStream = partServices === undefined ? { pinOf: this.pinOf, send } : { pinOf: this.pinOf, send, partServices };
+  }
 
   async sync(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], timeoutMs = 120_000): Promise<SyncReport> {
-    const pinOf = (m: string) => pins.map(this.root, m);
+    const pinOf = this.pinOf;
     let model = this.model;
     this.model = undefined; // unknown until the writes succeed
     const fromPinned = model === undefined;
@@ -173,11 +187,13 @@ export class ServiceSync {
     // (the model knows what the maps hold: what it wrote, or nothing)
     const known = old === undefined || pinnedEmpty;
     const stream = new MapWriteStream(timeoutMs);
-    const u = model.update(
-      services,
-      slices,
-      known ? { pinOf, send: (part) => stream.send(part), ...(this.partServices === undefined ? {} : { partServices: this.partServices }) } : undefined,
-    );
+    this.stream = stream;
+    let u: LbUpdate;
+    try {
+      u = model.update(services, slices, known ? this.lbStream : undefined);
+    } finally {
+      this.stream = undefined;
+    }
     const ids = model.nextIds();
     this.nextService = Math.max(this.nextService, ids.service);
     this.nextBackend = Math.max(this.nextBackend, ids.backend);
