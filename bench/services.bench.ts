@@ -358,7 +358,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
   let writesIncr = 0;
   let parts = 0;
   let recomputed = 0;
-  await sync.sync(base.svcs, base.slices); // warm-up (JIT), then back to empty
+  const cold = await timed(() => sync.sync(base.svcs, base.slices)); // warm-up (JIT), then back to empty
   await sync.sync(mod.svcs, mod.slices);
   await sync.sync([], []);
   // The iptables peers run once per rep, right after Weft's syncs of that rep, and the medians are
@@ -480,7 +480,9 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     ],
   );
   console.log(`(services recomputed by a one-service change: ${recomputed} of ${SYNC_N})`);
-  console.log(`(Weft's syncs from empty, in order: ${w.sync.map((x) => ms(x)).join(", ")})`);
+  console.log(
+    `(Weft's syncs from empty, in order: ${w.sync.map((x) => ms(x)).join(", ")}; before them the process's first (the warm-up, not counted): ${ms(cold)})`,
+  );
   for (const [name, runs] of peerRuns) {
     if (runs.failed === undefined)
       console.log(`(${name}, in order: from empty ${runs.empty.map((x) => ms(x)).join(", ")}; 1 changed ${runs.incr.map((x) => ms(x)).join(", ")})`);

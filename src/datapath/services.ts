@@ -1848,22 +1848,33 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
   return enc.finish();
 }
 
-/** What fromEmpty's first look at the services (input order) found. */
-interface ServiceScan {
+/**
+ * What fromEmpty's first look at the services (input order) found. A class, not an object
+ * literal: the second object a literal makes may get another shape than the first, and then the
+ * engine threw away scanChunk's and fillRows' optimised code at the process's second sync from
+ * empty (`--trace-deopt`: "code dependencies"); a constructor makes every scan the same way.
+ */
+class ServiceScan {
   /** sortKey("namespace/name", input index) */
-  keys: string[];
+  readonly keys: string[];
   /** fastShape, -1: computeService */
-  codes: Int32Array;
+  readonly codes: Int32Array;
   /** parseIPv4 of the clusterIP, -1: none */
-  vips: Float64Array;
+  readonly vips: Float64Array;
   /** some service needs computeService */
-  mixed: boolean;
+  mixed = false;
+
+  constructor(n: number) {
+    this.keys = col(n);
+    this.codes = new Int32Array(n);
+    this.vips = new Float64Array(n);
+  }
 }
 
 /** The services' sort keys, lean-path shapes and VIPs; undefined when a name holds sortKey's separator. */
 function scanServices(services: readonly ServiceInput[]): ServiceScan | undefined {
   const n = services.length;
-  const scan: ServiceScan = { keys: col(n), codes: new Int32Array(n), vips: new Float64Array(n), mixed: false };
+  const scan = new ServiceScan(n);
   // In chunks: the engine optimises a function called several times in the first sync from empty
   // during that sync; one called once per sync only during the next (measured with --trace-opt).
   for (let from = 0; from < n; from += SCAN_CHUNK) {
