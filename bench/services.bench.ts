@@ -59,7 +59,7 @@ const SETTLE_MS = 2_000; // after each scale's set-up, before its connects are t
 const BUDGET_MS = 60_000; // a variant's set-up at one scale may take at most this long (predicted)
 const TOTAL_MS = 110_000; // the whole bench; a latency scale that would exceed it is skipped
 const SYNC_N = 10_000;
-const SYNC_REPS = 5; // Weft's syncs from empty are repeated and the median taken; the peers run once per case
+const SYNC_REPS = 5; // Weft's syncs from empty are repeated and the median taken; so are the iptables peers' restores
 const PEER_SETTLE_MS = 1_000; // after a rep's iptables runs, before Weft's next timed sync
 const INCR_REPS = 21; // 1-of-10k syncs (cheap): alternately changing the service and changing it back
 const CHANGED_BACKENDS = ["10.1.0.4", "10.1.0.5"];
@@ -314,17 +314,24 @@ interface PeerRuns {
   failed?: string;
 }
 
+/** The restore inputs of the sync part, made before any clock starts (the whole table's text takes ~0.2 s to build here). */
+interface PeerInputs {
+  empty: string;
+  partial: string;
+}
+
 /**
  * One run of an iptables peer's restores into its own namespace, never Weft's (a nat table, once
  * there, keeps conntrack and the nat hooks on for every later connection in that namespace, ~0.3
  * µs of each connect()): the whole table from empty, then kube-proxy's partial sync for the one
- * changed service; flushed after. The first failure is kept and ends that peer's runs.
+ * changed service; flushed after. The first failure is kept and ends that peer's runs. Only the
+ * restores are timed, not the making of their input.
  */
-async function peerRestores(peer: Peer, changed: number, runs: PeerRuns): Promise<void> {
+async function peerRestores(peer: Peer, input: PeerInputs, runs: PeerRuns): Promise<void> {
   if (runs.failed !== undefined) return;
   try {
-    runs.empty.push(await timed(() => execIn(peer.ns, [peer.restore], kubeProxyRules(SYNC_N), BUDGET_MS)));
-    runs.incr.push(await timed(() => execIn(peer.ns, [peer.restore, "--noflush"], kubeProxyPartial(SYNC_N, changed), BUDGET_MS)));
+    runs.empty.push(await timed(() => execIn(peer.ns, [peer.restore], input.empty, BUDGET_MS)));
+    runs.incr.push(await timed(() => execIn(peer.ns, [peer.restore, "--noflush"], input.partial, BUDGET_MS)));
   } catch (err) {
     runs.failed = `failed: ${(err as Error).message.slice(0, 80)}`;
   } finally {
@@ -364,8 +371,9 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
   // The iptables peers run once per rep, right after Weft's syncs of that rep, and the medians are
   // compared: this machine's speed drifts over tens of seconds (a 2-CPU VM), and one peer run
   // after all of Weft's reps measured the two in different windows (legacy 976-1347 ms in three
-  // runs of one day).
+  // consecutive runs).
   const peerRuns = new Map<string, PeerRuns>(against.map((p) => [p.restore, { empty: [], incr: [] }]));
+  const peerInput: PeerInputs = { empty: kubeProxyRules(SYNC_N), partial: kubeProxyPartial(SYNC_N, changed) };
   for (let rep = 0; rep < SYNC_REPS; rep++) {
     // The agent's passes are >= 200 ms apart: so are the bench's syncs from empty. (The bench's
     // own measurements of other paths — the pure part, the old from-scratch compute, the old write
@@ -390,7 +398,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     }
     w.syncSame.push(await timed(() => sync.sync(base2.svcs, base2.slices)));
     await sync.sync([], []);
-    for (const peer of against) await peerRestores(peer, changed, peerRuns.get(peer.restore) as PeerRuns);
+    for (const peer of against) await peerRestores(peer, peerInput, peerRuns.get(peer.restore) as PeerRuns);
     // The kernel frees a flushed table's rules after the restore has exited (RCU): let that end
     // before the next timed sync, as nothing like it precedes an agent's pass.
     await new Promise((resolve) => setTimeout(resolve, PEER_SETTLE_MS));
@@ -446,8 +454,10 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     peers.push({ name: "nft (verdict map)", empty: "skipped (time budget)", incr: "-" });
   } else {
     try {
-      const empty = await timed(() => execIn(nftNs, ["nft", "-f", "-"], nftRuleset(SYNC_N), nftMs));
-      const incr = await timed(() => execIn(nftNs, ["nft", "-f", "-"], nftPartial(changed), 30_000));
+      const ruleset = nftRuleset(SYNC_N);
+      const partial = nftPartial(changed);
+      const empty = await timed(() => execIn(nftNs, ["nft", "-f", "-"], ruleset, nftMs));
+      const incr = await timed(() => execIn(nftNs, ["nft", "-f", "-"], partial, 30_000));
       peers.push({ name: "nft (verdict map)", empty, incr });
     } catch (err) {
       const msg = (err as Error).message;
