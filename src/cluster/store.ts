@@ -56,6 +56,24 @@ function deepFreeze<T>(v: T): T {
   return v;
 }
 
+/**
+ * Lists come in key order — "namespace/name", compared as strings — as etcd and the Kubernetes API
+ * list objects. Plain file-name order differs where a name continues with a character below "."
+ * or "/" ("a-b.yaml" sorts before "a.yaml"); consumers that get the key order need not sort again
+ * (the service datapath's from-empty sync checks for it and skips its sort).
+ */
+const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+function namespaceDirs(kindDir: string): string[] {
+  return readdirSync(kindDir).sort((a, b) => byText(`${a}/`, `${b}/`));
+}
+
+function objectFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".yaml"))
+    .sort((a, b) => byText(a.slice(0, -5), b.slice(0, -5)));
+}
+
 export class Store {
   readonly dir: string;
   /** The cluster's name (the state folder's name). */
@@ -85,9 +103,8 @@ export class Store {
     const kindDir = join(this.dir, kind);
     if (!existsSync(kindDir)) return [];
     const out: K8sObject[] = [];
-    for (const ns of readdirSync(kindDir).sort()) {
-      for (const file of readdirSync(join(kindDir, ns)).sort()) {
-        if (!file.endsWith(".yaml")) continue;
+    for (const ns of namespaceDirs(kindDir)) {
+      for (const file of objectFiles(join(kindDir, ns))) {
         out.push(YAML.parse(readFileSync(join(kindDir, ns, file), "utf8")) as K8sObject);
       }
     }
@@ -104,9 +121,8 @@ export class Store {
     const kindDir = join(this.dir, kind);
     const out: K8sObject[] = [];
     const seen = new Set<string>();
-    for (const ns of existsSync(kindDir) ? readdirSync(kindDir).sort() : []) {
-      for (const file of readdirSync(join(kindDir, ns)).sort()) {
-        if (!file.endsWith(".yaml")) continue;
+    for (const ns of existsSync(kindDir) ? namespaceDirs(kindDir) : []) {
+      for (const file of objectFiles(join(kindDir, ns))) {
         const path = join(kindDir, ns, file);
         const st = statSync(path, { throwIfNoEntry: false });
         if (!st) continue; // deleted since the directory was read

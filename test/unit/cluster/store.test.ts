@@ -63,6 +63,35 @@ describe("Store.listShared", () => {
     assert.equal(store.listShared("Service")[0]?.metadata.name, "a");
   });
 
+  it("lists in namespace/name key order, as the Kubernetes API does (not file-name order)", () => {
+    const d = mkdtempSync(join(tmpdir(), "weft-store-order-"));
+    try {
+      const st = new Store(d);
+      // names that continue with "-" (below "." and "/"), and namespaces likewise
+      const objs = [
+        ["a", "x"],
+        ["a-b", "x"],
+        ["a", "svc"],
+        ["a", "svc-1"],
+        ["a", "svc-10"],
+        ["a", "svc-1-b"],
+        ["b", "a"],
+      ].map(([ns, name]) => ({ ...svc(name as string, 80), metadata: { name: name as string, namespace: ns as string } }));
+      st.write(objs);
+      const keys = objs.map((o) => `${o.metadata.namespace}/${o.metadata.name}`);
+      const want = [...keys].sort();
+      assert.deepEqual(want, ["a-b/x", "a/svc", "a/svc-1", "a/svc-1-b", "a/svc-10", "a/x", "b/a"]);
+      for (const listed of [st.list("Service"), st.listShared("Service")]) {
+        assert.deepEqual(
+          listed.map((o) => `${o.metadata.namespace}/${o.metadata.name}`),
+          want,
+        );
+      }
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
   it("lists nothing for a kind that has no folder", () => {
     assert.deepEqual(store.listShared("Namespace"), []);
   });
