@@ -1873,23 +1873,22 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
  * empty (`--trace-deopt`: "code dependencies"); a constructor makes every scan the same way.
  */
 class ServiceScan {
-  /** sortKey("namespace/name", input index) */
-  readonly keys: string[];
   /** fastShape, -1: computeService */
   readonly codes: Int32Array;
   /** parseIPv4 of the clusterIP, -1: none */
   readonly vips: Float64Array;
   /** some service needs computeService */
   mixed = false;
+  /** each service's "namespace/name" sorts strictly after the one before it's */
+  inOrder = true;
 
   constructor(n: number) {
-    this.keys = col(n);
     this.codes = new Int32Array(n);
     this.vips = new Float64Array(n);
   }
 }
 
-/** The services' sort keys, lean-path shapes and VIPs; undefined when a name holds sortKey's separator. */
+/** The services' lean-path shapes and VIPs, and whether they come in key order; undefined when a name holds sortKey's separator. */
 function scanServices(services: readonly ServiceInput[]): ServiceScan | undefined {
   const n = services.length;
   const scan = new ServiceScan(n);
@@ -1908,11 +1907,12 @@ const SCAN_CHUNK = 1024;
 /** scanServices for services [from, to): 1 if one of them takes computeService, -1 for a name sortKey cannot carry, else 0. */
 function scanChunk(services: readonly ServiceInput[], scan: ServiceScan, from: number, to: number): number {
   let mixed = 0;
+  let inOrder = scan.inOrder;
   for (let i = from; i < to; i++) {
     const svc = services[i] as ServiceInput;
-    const prefix = `${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
-    if (prefix.includes("\u0000")) return -1; // (sortKey's separator)
-    scan.keys[i] = sortKey(prefix, i);
+    const m = svc.metadata;
+    if (m.name.includes("\u0000") || m.namespace?.includes("\u0000")) return -1; // (sortKey's separator)
+    if (inOrder && i > 0 && !keyBefore((services[i - 1] as ServiceInput).metadata, m)) inOrder = false;
     const clusterIP = svc.spec?.clusterIP;
     const vip = clusterIP === undefined ? -1 : parseIPv4(clusterIP);
     const c = fastShape(svc, vip);
@@ -1920,7 +1920,29 @@ function scanChunk(services: readonly ServiceInput[], scan: ServiceScan, from: n
     scan.vips[i] = vip;
     if (c === -1) mixed = 1;
   }
+  scan.inOrder = inOrder;
   return mixed;
+}
+
+/**
+ * Whether `a`'s "namespace/name" sorts strictly before `b`'s (as desiredLb orders services),
+ * without building them when the namespaces are equal.
+ */
+function keyBefore(a: ServiceInput["metadata"], b: ServiceInput["metadata"]): boolean {
+  const nsA = a.namespace ?? "default";
+  const nsB = b.namespace ?? "default";
+  if (nsA === nsB) return a.name < b.name;
+  return `${nsA}/${a.name}` < `${nsB}/${b.name}`;
+}
+
+/** sortKey of each service, in input order. */
+function sortKeys(services: readonly ServiceInput[]): string[] {
+  const keys: string[] = col(services.length);
+  for (let i = 0; i < services.length; i++) {
+    const m = (services[i] as ServiceInput).metadata;
+    keys[i] = sortKey(`${m.namespace ?? "default"}/${m.name}`, i);
+  }
+  return keys;
 }
 
 /** Whether two of these lean-path services (every one fastShape-d) claim the same frontend. */
@@ -2213,9 +2235,19 @@ export class LbModel {
     // anything is computed or streamed (any frontend claimed twice: the general path); with
     // computeService in the mix, every frontend is claimed in the pass as computeService does.
     if (!scan.mixed && leanFrontendsClash(services, scan.vips)) return undefined;
-    const order = scan.keys.sort();
-    const perm = sortedPerm(order);
-    if (perm === undefined) return undefined;
+    // Services in key order — as the store lists them, like the Kubernetes API — take ids in
+    // input order; otherwise their sort keys are sorted (a name given twice: the general path).
+    let order: string[];
+    let perm: Int32Array | undefined;
+    if (scan.inOrder) {
+      order = [];
+      perm = new Int32Array(n);
+      for (let k = 0; k < n; k++) perm[k] = k;
+    } else {
+      order = sortKeys(services).sort();
+      perm = sortedPerm(order);
+      if (perm === undefined) return undefined;
+    }
     // Slices as slicesByService takes them (IPv4, with a service name), per service in input
     // order. Usually they come in their services' order (the cluster's endpoints controller writes
     // them so): then each service's slices are one run of the input (`runs`, by service input
@@ -2224,6 +2256,7 @@ export class LbModel {
     // The sort keys themselves are kept only to walk sorted slices (otherwise dropped now:
     // garbage, not survivors a scavenge during the loop would copy).
     if (runs !== undefined) order.length = 0;
+    else if (scan.inOrder) order = sortKeys(services); // (sorted as they come)
     const walk: SliceWalk = runs === undefined ? { order, sliceKeys: sortedSliceKeys(slices), q: 0 } : { order, sliceKeys: [], q: 0 };
     const r = newRows(this.node, n, slices);
     const pass = newPass(emptyIds(), this.node, this.nextService, this.nextBackend);

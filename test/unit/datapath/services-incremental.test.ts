@@ -536,7 +536,13 @@ function category(r: { pin: string; key: Buffer }): number {
 
 describe("from empty, streamed in parts while computing (LbStream)", () => {
   /** Services of every shape (see the 10k case below, smaller), plus slices of no service and names that are prefixes of others. */
-  function inputs(shuffled: boolean): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
+  /**
+   * "shuffled": services in no particular order, slices not in their services' order, slices of no
+   * service; "written": as built; "key": services in namespace/name order as the store lists them
+   * (no sort needed), slices in their order too; "key, slices shuffled": the services so, the slices not.
+   */
+  function inputs(order: "shuffled" | "written" | "key" | "key, slices shuffled"): { services: ServiceInput[]; slices: EndpointSliceInput[] } {
+    const shuffled = order === "shuffled" || order === "key, slices shuffled";
     const services: ServiceInput[] = [];
     const slices: EndpointSliceInput[] = [];
     for (let i = 0; i < 1200; i++) {
@@ -575,21 +581,34 @@ describe("from empty, streamed in parts while computing (LbStream)", () => {
     services.push({ metadata: { namespace: "other", name: "v5" }, spec: { clusterIP: "10.98.200.1", ports: [{ port: 80, targetPort: 8080 }] } });
     // Inputs in no particular order (slices no longer in their services' order), or as written.
     const r = rng(3);
-    for (let i = shuffled ? services.length - 1 : 0; i > 0; i--) {
-      const j = Math.floor(r() * (i + 1));
-      [services[i], services[j]] = [services[j] as ServiceInput, services[i] as ServiceInput];
-    }
+    const keyOf = (ns: string | undefined, name: string | undefined) => `${ns}/${name}`;
+    const sortBy = <T>(xs: T[], key: (x: T) => string) => xs.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+    if (order === "key" || order === "key, slices shuffled") sortBy(services, (x) => keyOf(x.metadata.namespace, x.metadata.name));
+    if (order === "key") sortBy(slices, (x) => keyOf(x.metadata.namespace, x.metadata.labels?.["kubernetes.io/service-name"]));
+    else
+      for (let i = shuffled ? slices.length - 1 : 0; i > 0; i--) {
+        const j = Math.floor(r() * (i + 1));
+        [slices[i], slices[j]] = [slices[j] as EndpointSliceInput, slices[i] as EndpointSliceInput];
+      }
+    if (order === "shuffled")
+      for (let i = services.length - 1; i > 0; i--) {
+        const j = Math.floor(r() * (i + 1));
+        [services[i], services[j]] = [services[j] as ServiceInput, services[i] as ServiceInput];
+      }
     return { services, slices };
   }
 
-  for (const [every, shuffled] of [
-    [1, true],
-    [7, true],
-    [500, true],
-    [7, false],
+  for (const [every, order] of [
+    [1, "shuffled"],
+    [7, "shuffled"],
+    [500, "shuffled"],
+    [7, "written"],
+    [7, "key"],
+    [500, "key"],
+    [7, "key, slices shuffled"],
   ] as const) {
-    it(`parts of ${every} services${shuffled ? ", inputs shuffled, slices of no service" : ", slices in their services' order"}: each ordered backends, Maglev, slots, entries; taken category by category they are the whole batch`, () => {
-      const f = inputs(shuffled);
+    it(`parts of ${every} services, inputs ${order}: each ordered backends, Maglev, slots, entries; taken category by category they are the whole batch`, () => {
+      const f = inputs(order);
       const parts: EncodedMapBatch[] = [];
       const model = new LbModel({});
       const u = model.update(f.services, f.slices, { pinOf: pin, send: (p) => parts.push(p), partServices: every });
@@ -651,16 +670,18 @@ describe("from empty, streamed in parts while computing (LbStream)", () => {
     assert.deepEqual(u.problems, desiredLb(f.services, f.slices, {}).problems);
   });
 
-  it("a name given twice: nothing streamed, the same result as from scratch", () => {
-    const f = fleet(50);
-    f.services.push({ metadata: { namespace: "default", name: "s7" }, spec: { clusterIP: "10.96.9.7", ports: [{ port: 80, targetPort: 8080 }] } });
-    const parts: EncodedMapBatch[] = [];
-    const model = new LbModel({});
-    const u = model.update(f.services, f.slices, { pinOf: pin, send: (p) => parts.push(p), partServices: 10 });
-    assert.equal(u.streamed, false);
-    assert.equal(parts.length, 0);
-    assert.deepEqual(u.state, desiredLb(f.services, f.slices, {}).state);
-  });
+  for (const sorted of [false, true])
+    it(`a name given twice${sorted ? " (services otherwise in key order, the two side by side)" : ""}: nothing streamed, the same result as from scratch`, () => {
+      const f = fleet(50);
+      f.services.push({ metadata: { namespace: "default", name: "s7" }, spec: { clusterIP: "10.96.9.7", ports: [{ port: 80, targetPort: 8080 }] } });
+      if (sorted) f.services.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
+      const parts: EncodedMapBatch[] = [];
+      const model = new LbModel({});
+      const u = model.update(f.services, f.slices, { pinOf: pin, send: (p) => parts.push(p), partServices: 10 });
+      assert.equal(u.streamed, false);
+      assert.equal(parts.length, 0);
+      assert.deepEqual(u.state, desiredLb(f.services, f.slices, {}).state);
+    });
 
   it("an update that is not from empty streams nothing", () => {
     const f = fleet(30);
