@@ -1879,10 +1879,8 @@ class ServiceScan {
   readonly vips: Float64Array;
   /** fastFrontend of a lean-path service (its only port) */
   readonly frontends: Float64Array;
-  /** some service needs computeService */
+  /** some service needs computeService, or claims a frontend another lean-path one has: every frontend is claimed as computeService does */
   mixed = false;
-  /** each service's "namespace/name" sorts strictly after the one before it's */
-  inOrder = true;
 
   constructor(n: number) {
     this.codes = new Int32Array(n);
@@ -1891,44 +1889,49 @@ class ServiceScan {
   }
 }
 
-/** The services' lean-path shapes and VIPs, and whether they come in key order; undefined when a name holds sortKey's separator. */
-function scanServices(services: readonly ServiceInput[]): ServiceScan | undefined {
+/** The services' lean-path shapes, VIPs and frontends (`mixed` when one needs computeService). */
+function scanServices(services: readonly ServiceInput[]): ServiceScan {
   const n = services.length;
   const scan = new ServiceScan(n);
   // In chunks: the engine optimises a function called several times in the first sync from empty
   // during that sync; one called once per sync only during the next (measured with --trace-opt).
-  for (let from = 0; from < n; from += SCAN_CHUNK) {
-    const got = scanChunk(services, scan, from, Math.min(n, from + SCAN_CHUNK));
-    if (got < 0) return undefined;
-    if (got > 0) scan.mixed = true;
-  }
+  for (let from = 0; from < n; from += SCAN_CHUNK) if (scanChunk(services, scan, from, Math.min(n, from + SCAN_CHUNK))) scan.mixed = true;
   return scan;
 }
 
 const SCAN_CHUNK = 1024;
 
-/** scanServices for services [from, to): 1 if one of them takes computeService, -1 for a name sortKey cannot carry, else 0. */
-function scanChunk(services: readonly ServiceInput[], scan: ServiceScan, from: number, to: number): number {
-  let mixed = 0;
-  let inOrder = scan.inOrder;
+/** scanServices for services [from, to): whether one of them takes computeService. */
+function scanChunk(services: readonly ServiceInput[], scan: ServiceScan, from: number, to: number): boolean {
+  let mixed = false;
   for (let i = from; i < to; i++) {
     const svc = services[i] as ServiceInput;
-    const m = svc.metadata;
-    if (m.name.includes("\u0000") || m.namespace?.includes("\u0000")) return -1; // (sortKey's separator)
-    if (inOrder && i > 0 && !keyBefore((services[i - 1] as ServiceInput).metadata, m)) inOrder = false;
     const clusterIP = svc.spec?.clusterIP;
     const vip = clusterIP === undefined ? -1 : parseIPv4(clusterIP);
     const c = fastShape(svc, vip);
     scan.codes[i] = c;
     scan.vips[i] = vip;
-    if (c === -1) mixed = 1;
+    if (c === -1) mixed = true;
     else {
       const p = ((svc.spec as NonNullable<ServiceInput["spec"]>).ports as ServicePortInput[])[0] as ServicePortInput;
       scan.frontends[i] = fastFrontend(vip, p.port, p.protocol === "UDP");
     }
   }
-  scan.inOrder = inOrder;
   return mixed;
+}
+
+/**
+ * 1 when each service's "namespace/name" sorts strictly after the one before it's (as the store
+ * lists them), 0 when not, -1 when a name holds sortKey's separator.
+ */
+function keysInOrder(services: readonly ServiceInput[]): number {
+  let inOrder = 1;
+  for (let i = 0; i < services.length; i++) {
+    const m = (services[i] as ServiceInput).metadata;
+    if (m.name.includes("\u0000") || m.namespace?.includes("\u0000")) return -1;
+    if (inOrder === 1 && i > 0 && !keyBefore((services[i - 1] as ServiceInput).metadata, m)) inOrder = 0;
+  }
+  return inOrder;
 }
 
 /**
@@ -1953,31 +1956,53 @@ function sortKeys(services: readonly ServiceInput[]): string[] {
 }
 
 /**
- * Whether two of these lean-path services (every one fastShape-d) claim the same frontend: their
- * numeric frontends in an open-addressing table (a sort of 10k of them took ~0.9 ms, all of it
- * before the first part could be sent).
+ * The lean-path services' numeric frontends claimed so far, in an open-addressing table (a sort of
+ * 10k of them took ~0.9 ms, all of it before the first part could be sent).
  */
-function leanFrontendsClash(frontends: Float64Array): boolean {
-  const n = frontends.length;
-  let size = 16;
-  while (size < 2 * n) size *= 2;
-  const table = new Float64Array(size).fill(-1); // (frontends are >= 0)
-  const mask = size - 1;
-  for (let i = 0; i < n; i++) {
-    const f = frontends[i] as number;
-    // (f < 2^49: its low and high 32 bits, mixed)
-    let h = Math.imul((f >>> 0) ^ Math.imul(Math.floor(f / 4294967296), 0x9e3779b1), 0x85ebca6b);
-    h ^= h >>> 15;
-    for (let at = h & mask; ; at = (at + 1) & mask) {
-      const x = table[at] as number;
-      if (x === f) return true;
-      if (x === -1) {
-        table[at] = f;
-        break;
+class FrontendClaims {
+  private readonly table: Float64Array;
+  private readonly mask: number;
+
+  constructor(n: number) {
+    let size = 16;
+    while (size < 2 * n) size *= 2;
+    this.table = new Float64Array(size).fill(-1); // (frontends are >= 0)
+    this.mask = size - 1;
+  }
+
+  /** Claims the frontends of the lean-path services [from, to) of `scan`; true when one is claimed already. */
+  claim(scan: ServiceScan, from: number, to: number): boolean {
+    const table = this.table;
+    const mask = this.mask;
+    for (let i = from; i < to; i++) {
+      if (scan.codes[i] === -1) continue;
+      const f = scan.frontends[i] as number;
+      // (f < 2^49: its low and high 32 bits, mixed)
+      let h = Math.imul((f >>> 0) ^ Math.imul(Math.floor(f / 4294967296), 0x9e3779b1), 0x85ebca6b);
+      h ^= h >>> 15;
+      for (let at = h & mask; ; at = (at + 1) & mask) {
+        const x = table[at] as number;
+        if (x === f) return true;
+        if (x === -1) {
+          table[at] = f;
+          break;
+        }
       }
     }
+    return false;
   }
-  return false;
+}
+
+/**
+ * Claims the frontends of the lean rows so far in `pass`, as computeService claims its own: from
+ * the service on, every service's frontends are checked and claimed there (the pass turned mixed).
+ */
+function claimRows(r: FastRows, pass: Pass): void {
+  for (let i = 0; i < r.nSvc; i++) {
+    const port = r.port[i] as number;
+    const fid = frontendId(r.clusterIP[i] as string, port, r.proto[i] === L_UDP ? "UDP" : "TCP");
+    pass.usedFrontends.set(fid, `${r.ns[i]}/${r.name[i]}:${r.portName[i] || String(port)}`);
+  }
 }
 
 /**
@@ -2059,7 +2084,7 @@ function fillRows(
   services: readonly ServiceInput[],
   slices: readonly EndpointSliceInput[],
   scan: ServiceScan,
-  perm: Int32Array,
+  perm: Int32Array | undefined,
   runs: Int32Array | undefined,
   walk: SliceWalk,
   from: number,
@@ -2067,7 +2092,7 @@ function fillRows(
 ): void {
   const mine = MINE;
   for (let k = from; k < to; k++) {
-    const idx = perm[k] as number;
+    const idx = perm === undefined ? k : (perm[k] as number);
     const svc = services[idx] as ServiceInput;
     const ns = svc.metadata.namespace ?? "default";
     slicesOfSorted(slices, runs, walk, k, idx, mine);
@@ -2251,25 +2276,24 @@ export class LbModel {
     // whole after its first calls, where one function of several long loops is compiled loop by
     // loop on the stack and thrown back to the interpreter whenever it reaches a loop it has no
     // type feedback for yet (measured: the first five syncs from empty took 2-9x the later ones).
-    const scan = scanServices(services);
-    if (scan === undefined) return undefined;
-    // Only lean-path services: their frontends are checked among themselves by number, before
-    // anything is computed or streamed (any frontend claimed twice: the general path); with
-    // computeService in the mix, every frontend is claimed in the pass as computeService does.
-    if (!scan.mixed && leanFrontendsClash(scan.frontends)) return undefined;
-    // Services in key order — as the store lists them, like the Kubernetes API — take ids in
-    // input order; otherwise their sort keys are sorted (a name given twice: the general path).
-    let order: string[];
+    const inOrder = keysInOrder(services);
+    if (inOrder < 0) return undefined;
+    // Services in key order — as the store lists them, like the Kubernetes API — take ids in input
+    // order, and are looked at part by part below, so the first part goes to the kernel soon.
+    // Otherwise they are looked at first, then sorted by key (a name given twice: the general path).
+    let scan: ServiceScan;
     let perm: Int32Array | undefined;
-    if (scan.inOrder) {
-      order = [];
-      perm = new Int32Array(n);
-      for (let k = 0; k < n; k++) perm[k] = k;
-    } else {
+    let order: string[] = [];
+    if (inOrder === 0) {
+      scan = scanServices(services);
+      // Only lean-path services: their frontends are checked among themselves by number, before
+      // anything is computed or streamed (any frontend claimed twice: the general path); with
+      // computeService in the mix, every frontend is claimed in the pass as computeService does.
+      if (!scan.mixed && new FrontendClaims(n).claim(scan, 0, n)) return undefined;
       order = sortKeys(services).sort();
       perm = sortedPerm(order);
       if (perm === undefined) return undefined;
-    }
+    } else scan = new ServiceScan(n);
     // Slices as slicesByService takes them (IPv4, with a service name), per service in input
     // order. Usually they come in their services' order (the cluster's endpoints controller writes
     // them so): then each service's slices are one run of the input (`runs`, by service input
@@ -2278,14 +2302,26 @@ export class LbModel {
     // The sort keys themselves are kept only to walk sorted slices (otherwise dropped now:
     // garbage, not survivors a scavenge during the loop would copy).
     if (runs !== undefined) order.length = 0;
-    else if (scan.inOrder) order = sortKeys(services); // (sorted as they come)
+    else if (inOrder === 1) order = sortKeys(services); // (sorted as they come)
     const walk: SliceWalk = runs === undefined ? { order, sliceKeys: sortedSliceKeys(slices), q: 0 } : { order, sliceKeys: [], q: 0 };
     const r = newRows(this.node, n, slices);
     const pass = newPass(emptyIds(), this.node, this.nextService, this.nextBackend);
     const problems: ServiceProblem[] = [];
+    // In key order, lean-path frontends are claimed by number part by part; the first service that
+    // needs computeService, or claims a frontend claimed already, turns the pass mixed (the rows so
+    // far are claimed as computeService claims, and from there on every service is), which gives
+    // the general path's result: the later claimant reported, as computeService reports it.
+    const claims = inOrder === 1 ? new FrontendClaims(n) : undefined;
     const every = Math.max(1, stream?.partServices ?? LB_STREAM_PART);
     for (let from = 0; from < n; from += every) {
       const to = Math.min(n, from + every);
+      if (claims !== undefined) {
+        const slow = scanChunk(services, scan, from, to);
+        if (!scan.mixed && (slow || claims.claim(scan, from, to))) {
+          scan.mixed = true;
+          claimRows(r, pass);
+        }
+      }
       fillRows(r, pass, problems, services, slices, scan, perm, runs, walk, from, to);
       if (stream !== undefined) stream.send(encodeRows(r, stream.pinOf, from, to));
     }

@@ -670,6 +670,36 @@ describe("from empty, streamed in parts while computing (LbStream)", () => {
     assert.deepEqual(u.problems, desiredLb(f.services, f.slices, {}).problems);
   });
 
+  it("services in key order, lean until part 5, then a frontend claimed twice and services computeService takes: the general path's result, streamed from the first part", () => {
+    // keys "default/k0000" ... in order; parts of 100 services
+    const services: ServiceInput[] = [];
+    const slices: EndpointSliceInput[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const name = `k${String(i).padStart(4, "0")}`;
+      const s = svc(name, `10.96.${i >> 8}.${i & 255}`);
+      if (i === 540) (s.spec as NonNullable<ServiceInput["spec"]>).clusterIP = "10.96.0.17"; // k0017's frontend
+      if (i === 777) (s.spec as NonNullable<ServiceInput["spec"]>).sessionAffinity = "ClientIP";
+      if (i === 901) (s.spec as NonNullable<ServiceInput["spec"]>).clusterIP = "10.96.2.10"; // k0522's, claimed after the pass turned mixed
+      services.push(s);
+      slices.push(slice(name, [`10.200.${i >> 8}.${i & 255}`, "10.201.0.1"]));
+    }
+    const parts: EncodedMapBatch[] = [];
+    const model = new LbModel({});
+    const u = model.update(services, slices, { pinOf: pin, send: (p) => parts.push(p), partServices: 100 });
+    assert.equal(u.streamed, true);
+    assert.equal(parts.length, 10);
+    const scratch = desiredLb(services, slices, {});
+    assert.deepEqual(u.problems, scratch.problems);
+    assert.deepEqual(
+      u.problems.map((p) => p.service),
+      ["default/k0540", "default/k0901"],
+    );
+    assert.deepEqual(u.state, scratch.state);
+    assert.ok(u.encode(pin).bytes.equals(encodeMapBatch(lbDiff(emptyContents(), lbContents(scratch.state), pin))), "the whole batch is lbDiff's writes");
+    const streamed = parts.flatMap((p) => decodeBatch(p.bytes).records);
+    assert.equal(streamed.length, decodeBatch(u.encode(pin).bytes).records.length);
+  });
+
   for (const sorted of [false, true])
     it(`a name given twice${sorted ? " (services otherwise in key order, the two side by side)" : ""}: nothing streamed, the same result as from scratch`, () => {
       const f = fleet(50);
