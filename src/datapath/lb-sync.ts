@@ -160,7 +160,8 @@ export class ServiceSync {
     readonly partServices?: number,
   ) {
     const send = (part: EncodedMapBatch) => (this.stream as MapWriteStream).send(part);
-    this.lbStream = partServices === undefined ? { pinOf: this.pinOf, send } : { pinOf: this.pinOf, send, partServices };
+    const scratch = (bytes: number) => (this.stream as MapWriteStream).scratch(bytes);
+    this.lbStream = partServices === undefined ? { pinOf: this.pinOf, send, scratch } : { pinOf: this.pinOf, send, scratch, partServices };
   }
 
   async sync(services: readonly ServiceInput[], slices: readonly EndpointSliceInput[], timeoutMs = 120_000): Promise<SyncReport> {

@@ -1282,6 +1282,8 @@ export interface LbUpdate {
 export interface LbStream {
   pinOf: (map: string) => string;
   send(part: EncodedMapBatch): void;
+  /** A buffer of at least `bytes` to encode the next part into, free again once send() returns (by default a new one per part). */
+  scratch?(bytes: number): Buffer;
   /** Services per part (default LB_STREAM_PART). */
   partServices?: number;
 }
@@ -1786,7 +1788,7 @@ function selectableIds(r: FastRows, i: number): number {
  * lbDiff(empty, what rows seq[from..to) hold) encoded for the map server, as encodeCreate over
  * their units (the whole range: the update's batch; a part of it: one streamed part).
  */
-function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = r.seq.length): EncodedMapBatch {
+function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = r.seq.length, stream?: LbStream): EncodedMapBatch {
   const seq = from === 0 && to === r.seq.length ? r.seq : r.seq.subarray(from, to);
   const slowUnits: ServiceUnit[] = [];
   let nb = 0;
@@ -1810,7 +1812,8 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
   const kS = lb4Key.size;
   const vS = lb4Service.size;
   const vB = lb4Backend.size;
-  const enc = new MapBatchEncoder(nb * (12 + 4 + vB) + nm * (12 + lbMaglevKey.size + lbMaglevChunk.size) + ns * (12 + kS + vS) + 3 * 4096);
+  const expected = nb * (12 + 4 + vB) + nm * (12 + lbMaglevKey.size + lbMaglevChunk.size) + ns * (12 + kS + vS) + 3 * 4096;
+  const enc = new MapBatchEncoder(expected, stream?.scratch?.(expected + 16));
   const mB = nb > 0 ? enc.map(pinOf(LB_MAPS.backends)) : -1;
   if (nm > 0) enc.map(pinOf(LB_MAPS.maglev));
   const mS = ns > 0 ? enc.map(pinOf(LB_MAPS.services)) : -1;
@@ -2323,7 +2326,7 @@ export class LbModel {
         }
       }
       fillRows(r, pass, problems, services, slices, scan, perm, runs, walk, from, to);
-      if (stream !== undefined) stream.send(encodeRows(r, stream.pinOf, from, to));
+      if (stream !== undefined) stream.send(encodeRows(r, stream.pinOf, from, to, stream));
     }
     this.generation++;
     this.nextService = pass.nextService;

@@ -515,6 +515,40 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
     assert.equal((await contents(map)).size, 2 * N);
   });
 
+  it("a part's buffer can be reused once send() returns, even when the pipe cannot take it whole (the rest is copied)", async () => {
+    // Values of 4 KiB: one part of 600 records is ~2.4 MiB, more than the server's 1 MiB pipe.
+    const pin = (await loader.createMap(loader.pins.map(sb.pinRoot, "reuse"), { type: "hash", keySize: 4, valueSize: 4096, maxEntries: 2048, name: "reuse" })).pin;
+    const N = 600;
+    const stream = new loader.MapWriteStream();
+    let first: Buffer | undefined;
+    for (let p = 0; p < 3; p++) {
+      const scratch = stream.scratch(N * (12 + 4 + 4096) + 4096);
+      first ??= scratch;
+      assert.equal(scratch, first, "the same buffer for every part");
+      const enc = new loader.MapBatchEncoder(N * (12 + 4 + 4096), scratch);
+      const m = enc.map(pin);
+      for (let i = 0; i < N; i++) {
+        const at = enc.update(m, 4, 4096);
+        enc.buf.writeUInt32LE(p * N + i, at);
+        enc.buf.fill(p + 1, at + 4, at + 4 + 4096);
+      }
+      const part = enc.finish();
+      assert.equal(part.bytes.buffer, scratch.buffer, "encoded into the scratch buffer");
+      stream.send(part);
+      scratch.fill(0xee); // what the pipe had not taken yet was copied by send()
+    }
+    assert.deepEqual(await stream.done(), { updated: 3 * N, deleted: 0, absent: 0 });
+    const got = await contents(pin);
+    assert.equal(got.size, 3 * N);
+    for (let p = 0; p < 3; p++) {
+      for (const i of [0, N >> 1, N - 1]) {
+        const key = Buffer.alloc(4);
+        key.writeUInt32LE(p * N + i);
+        assert.equal(got.get(key.toString("hex")), Buffer.alloc(4096, p + 1).toString("hex"), `part ${p}, record ${i}`);
+      }
+    }
+  });
+
   it("writes an LPM trie the same with batch calls and with the per-record fallback", async () => {
     const lpmKey = (len: number, addr: number) => {
       const k = Buffer.alloc(8);
