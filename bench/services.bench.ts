@@ -8,7 +8,10 @@
 //    (kube-proxy's KUBE-SERVICES / KUBE-SVC-* / KUBE-SEP-* chains; the incremental case as
 //    kube-proxy's partial sync: --noflush, KUBE-SERVICES rewritten, the changed service's chains
 //    replaced; each case once after each of Weft's reps, medians compared) and nft with a verdict
-//    map (kube-proxy's nftables mode; once);
+//    map (kube-proxy's nftables mode; once). The services come in the order the store lists them
+//    (key order); Weft's maps have the default size (65,536 entries), as a cluster of 10k services
+//    runs them; the same syncs from empty in numeric order and on the latency part's 327,680-entry
+//    maps are shown beside them;
 // 2. connect() latency to a VIP through Weft's socket hooks vs those iptables rules vs a direct
 //    connect, at 10, 1k, 10k and (when it fits the time budget) 100k services, measured as an
 //    application sees it: bench/connect-lat.c (built here into build/bench/ with cc) times each
@@ -29,8 +32,21 @@ import { mkdirSync, rmSync } from "node:fs";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { loadSockDatapath, readLbContents, registerNetns, ServiceSync } from "../src/datapath/lb-sync.ts";
-import { closeMapServer, createMap, helperPath, type MapWrite, mapWriteStats, pins, writeMapBatch, writeMaps } from "../src/datapath/loader.ts";
-import { DEFAULT_LB_MAP_MAX, LB_MAPS, lb4Backend, lb4Key, lb4Service } from "../src/datapath/maps/lb.ts";
+import {
+  closeMapServer,
+  createMap,
+  helperPath,
+  loadObject,
+  type MapWrite,
+  mapWriteStats,
+  objectPath,
+  pinRoot,
+  pins,
+  removePins,
+  writeMapBatch,
+  writeMaps,
+} from "../src/datapath/loader.ts";
+import { DEFAULT_LB_MAP_MAX, LB_MAPS, lb4Backend, lb4Key, lb4Service, lbMapSizes } from "../src/datapath/maps/lb.ts";
 import { desiredLb, type EndpointSliceInput, emptyContents, LbModel, lbContents, lbDiff, type ServiceInput } from "../src/datapath/services.ts";
 import { firstLine } from "../test/harness/child-lines.ts";
 import { createSandbox, removeStale, type Sandbox } from "../test/harness/sandbox.ts";
@@ -348,12 +364,16 @@ async function peerRestores(peer: Peer, input: PeerInputs, runs: PeerRuns): Prom
   }
 }
 
-async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, against: readonly Peer[]): Promise<Record<string, number>> {
+/**
+ * `root`: where the maps the timed syncs write are pinned (the default size); `large`: a sync of
+ * the latency part's 327,680-entry maps, for the same syncs from empty shown beside them.
+ */
+async function syncBench(root: string, sync: ServiceSync, large: ServiceSync, deadline: number, against: readonly Peer[]): Promise<Record<string, number>> {
   const changed = SYNC_N / 2;
   const base = services(SYNC_N);
   const mod = services(SYNC_N, changed);
   const base2 = services(SYNC_N); // equal to base, other objects: inputs are compared, never trusted by identity
-  const pinOf = (m: string) => pins.map(sb.pinRoot, m);
+  const pinOf = (m: string) => pins.map(root, m);
   const w = {
     sync: [] as number[],
     syncIncr: [] as number[],
@@ -369,6 +389,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     text: [] as number[],
     textIncr: [] as number[],
     syncNumeric: [] as number[],
+    syncLarge: [] as number[],
   };
   let writes = 0;
   let writesIncr = 0;
@@ -427,6 +448,15 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     await new Promise((resolve) => setImmediate(resolve));
     await sync.sync([], []);
   }
+  // And on maps of the latency part's size (327,680 entries: more memory for the inserts to touch).
+  await large.sync(base.svcs, base.slices); // (its first: reads the pins)
+  await large.sync([], []);
+  for (let rep = 0; rep < SYNC_REPS; rep++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    w.syncLarge.push(await timed(() => large.sync(base.svcs, base.slices)));
+    await new Promise((resolve) => setImmediate(resolve));
+    await large.sync([], []);
+  }
   for (let rep = 0; rep < SYNC_REPS; rep++) {
     // The pure part alone: LbModel.update + the encoded writes, from empty and for the one change.
     const model = new LbModel({});
@@ -463,7 +493,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     w.textIncr.push(await timed(() => textMapWrite(incr)));
     await writeMaps(lbDiff(model.contents(), emptyContents(), pinOf));
   }
-  const left = await readLbContents(sb.pinRoot);
+  const left = await readLbContents(root);
   if (left.services.size + left.backends.size + left.maglev.size !== 0) throw new Error("service maps not empty after the Weft runs");
 
   const peers: { name: string; empty: number | string; incr: number | string }[] = [];
@@ -504,6 +534,7 @@ async function syncBench(sb: Sandbox, sync: ServiceSync, deadline: number, again
     [
       ["weft ServiceSync.sync (full inputs: compute + diff + writeMaps)", ms(m.sync), ms(m.syncIncr)],
       ["  the same, services in numeric order (sorted first; no peer ran between)", ms(m.syncNumeric), "-"],
+      [`  the same on maps of ${LB_MAP_MAX} entries (the latency part's; no peer ran between)`, ms(m.syncLarge), "-"],
       ["  its parts' writes in the map server (checks + bpf(), summed over its threads)", `${ms(m.kernel)} (${parts} parts)`, "-"],
       ["  compute alone (LbModel.update + encoded writes, pure)", ms(m.compute), ms(m.computeIncr)],
       ["  memo for the next update (LbModel.settle, after the sync, off its path)", ms(m.settle), "-"],
@@ -692,7 +723,13 @@ async function main(): Promise<void> {
     ] as const satisfies readonly Peer[];
     for (const p of peers) await wireBackends(sb, p.ns);
 
-    const restoreMs = await syncBench(sb, sync, started + TOTAL_MS - 35_000, peers);
+    // The sync part writes maps of the default size (65,536 entries, Cilium's default too), as a
+    // cluster of 10k services of two endpoints (30k entries) runs them: pinned beside the
+    // sandbox's own, with no hooks (they take no part in writing), removed after.
+    const syncRoot = pinRoot(sb.cluster, "sync");
+    await loadObject(objectPath("sock"), syncRoot, { maxEntries: lbMapSizes(DEFAULT_LB_MAP_MAX) });
+    const restoreMs = await syncBench(syncRoot, new ServiceSync(syncRoot), sync, started + TOTAL_MS - 35_000, peers);
+    await removePins(syncRoot);
     console.log(`[services bench] sync part done at ${((performance.now() - started) / 1000).toFixed(0)} s`);
 
     const rows: string[][] = [];
