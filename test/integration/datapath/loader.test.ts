@@ -517,7 +517,14 @@ describe("map server: batched writes, map-create, map-in-map", { timeout: 120_00
 
   it("a part's buffer can be reused once send() returns, even when the pipe cannot take it whole (the rest is copied)", async () => {
     // Values of 4 KiB: one part of 600 records is ~2.4 MiB, more than the server's 1 MiB pipe.
-    const pin = (await loader.createMap(loader.pins.map(sb.pinRoot, "reuse"), { type: "hash", keySize: 4, valueSize: 4096, maxEntries: 2048, name: "reuse" })).pin;
+    const created = await loader.createMap(loader.pins.map(sb.pinRoot, "reuse"), {
+      type: "hash",
+      keySize: 4,
+      valueSize: 4096,
+      maxEntries: 2048,
+      name: "reuse",
+    });
+    const pin = created.pin;
     const N = 600;
     const stream = new loader.MapWriteStream();
     let first: Buffer | undefined;
