@@ -1749,28 +1749,53 @@ function fastSliceSnaps(r: FastRows, i: number): SliceSnap[] {
   return out;
 }
 
-/** Inputs equal, in every field computeService reads, to the snapshots (to rebuild a unit from them). */
-function inputsOfSnaps(ns: string, name: string, s: ServiceSnap, slices: readonly SliceSnap[]): { svc: ServiceInput; slices: EndpointSliceInput[] } {
-  const spec: NonNullable<ServiceInput["spec"]> = {};
-  if (s.type !== undefined) spec.type = s.type;
-  if (s.clusterIP !== undefined) spec.clusterIP = s.clusterIP;
-  if (s.ports !== undefined) spec.ports = s.ports.map((p) => ({ ...p }));
-  if (s.affinity !== undefined) spec.sessionAffinity = s.affinity;
-  if (s.itp !== undefined) spec.internalTrafficPolicy = s.itp;
-  if (s.etp !== undefined) spec.externalTrafficPolicy = s.etp;
-  return {
-    svc: { metadata: { namespace: ns, name }, spec },
-    slices: slices.map((sl) => ({
-      metadata: { namespace: ns, name, labels: { "kubernetes.io/service-name": name } },
-      addressType: "IPv4",
-      endpoints: sl.endpoints.map((e) => ({
-        addresses: e.address === undefined ? [] : [e.address],
-        conditions: { ready: e.ready, serving: e.serving, terminating: e.terminating },
-        ...(e.nodeName === undefined ? {} : { nodeName: e.nodeName }),
-      })) as EndpointInput[],
-      ports: sl.ports as NonNullable<EndpointSliceInput["ports"]>,
-    })),
+/**
+ * The unit computeService gives for fast row `i` (the common shape: one port on a ClusterIP, a
+ * numeric target, nothing else), with the ids the lean path gave out; `key` is "namespace/name".
+ * Built from the row rather than by computeService on inputs rebuilt from it: those inputs had
+ * another shape than the agent's, and computeService's optimised code, fed both, was thrown away
+ * and recompiled again and again (~150 ms of compile CPU each time).
+ */
+function fastUnit(r: FastRows, i: number, key: string): ServiceUnit {
+  const proto: Protocol = r.proto[i] === L_UDP ? "UDP" : "TCP";
+  const sid = r.serviceId[i] as number;
+  const port = r.port[i] as number;
+  const address = r.clusterIP[i] as string;
+  const unit: ServiceUnit = {
+    serviceKeys: [frontendId(address, port, proto)],
+    serviceIds: [sid],
+    backendKeys: [],
+    backendIds: [],
+    frontends: [],
+    external: NONE,
+    backends: [],
+    maglev: NONE,
+    problems: NONE,
   };
+  const selectable: number[] = [];
+  for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
+    const a = r.beAddr[k] as number;
+    // (parseIPv4 takes only canonical dotted quads: this is the input's text)
+    const text = `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+    const id = r.beId[k] as number;
+    const flags = r.beFlags[k] as number;
+    unit.backendKeys.push(backendId(sid, text, r.bePort[k] as number, proto));
+    unit.backendIds.push(id);
+    unit.backends.push({ id, address: text, port: r.bePort[k] as number, proto, serviceId: sid, flags });
+    if (!(flags & L_BE_TERMINATING)) selectable.push(id);
+  }
+  unit.frontends.push({
+    address,
+    port,
+    proto,
+    serviceId: sid,
+    backendIds: selectable,
+    affinityTimeout: 0,
+    maglevSize: 0,
+    flags: 0,
+    service: `${key}:${r.portName[i] || String(port)}`,
+  });
+  return unit;
 }
 
 /** encodeRows' scratch: a fast row's selectable backend ids, in order (fastService keeps <= 64). */
@@ -2248,10 +2273,7 @@ export class LbModel {
       const name = r.name[i] as string;
       const snap = fastSnap(r, i);
       const slices = fastSliceSnaps(r, i);
-      // The unit computeService gives for the same fields and the ids the lean path gave out.
-      const inputs = inputsOfSnaps(ns, name, snap, slices);
-      const firstBackend = (r.beStart[i] as number) < (r.beEnd[i] as number) ? (r.beId[r.beStart[i] as number] as number) : 1;
-      const unit = computeService(inputs.svc, key, inputs.slices, newPass(emptyIds(), r.node, r.serviceId[i] as number, firstBackend));
+      const unit = fastUnit(r, i, key);
       memos.push({ key, ns, name, svc: snap, slices, tokens: tokensOf(snap), unit, entries: undefined, seen: gen, input: r.input[i] as ServiceInput });
     }
     for (const m of memos) this.remember(m);
