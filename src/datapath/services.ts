@@ -2170,6 +2170,35 @@ function addOwner(index: Map<string, string[]>, token: string, key: string): voi
  * the same next ids), and `before`/`after` cover every key that changed. Ids are never reused:
  * the next service and backend ids only grow. Pure: no I/O (a memo, no clock, no randomness).
  */
+/** A service an update found no memo for. */
+interface Added {
+  ns: string;
+  name: string;
+  svc: ServiceInput;
+}
+
+/** Snapshots of a changed service's inputs. */
+interface Fresh {
+  svc: ServiceSnap;
+  slices: SliceSnap[];
+  tokens: string[];
+}
+
+/** Whether a service's slices (`mine`, as slicesByService groups them) equal its memo's snapshots. */
+function sameSlices(mine: readonly EndpointSliceInput[] | undefined, snaps: readonly SliceSnap[]): boolean {
+  const count = mine === undefined ? 0 : mine.length;
+  if (count !== snaps.length) return false;
+  for (let i = 0; i < count; i++) if (!sameSlice((mine as readonly EndpointSliceInput[])[i] as EndpointSliceInput, snaps[i] as SliceSnap)) return false;
+  return true;
+}
+
+/** The units' problems, in order. */
+function problemsOf(units: readonly ServiceUnit[]): ServiceProblem[] {
+  const out: ServiceProblem[] = [];
+  for (let k = 0; k < units.length; k++) for (const p of (units[k] as ServiceUnit).problems) out.push(p);
+  return out;
+}
+
 export class LbModel {
   private readonly node: string | undefined;
   private readonly memo = new Map<string, Memo>();
@@ -2244,10 +2273,12 @@ export class LbModel {
     this.pending = undefined;
     const gen = this.generation;
     const memos: Memo[] = [];
-    const keys: string[] = col(r.seq.length);
+    // (pushed, not into col(): the order is a packed array whichever update set it last, so the
+    // loops over it keep one shape of array)
+    const keys: string[] = [];
     for (let k = 0; k < r.seq.length; k++) {
       const i = r.seq[k] as number;
-      keys[k] = i >= 0 ? `${r.ns[i]}/${r.name[i]}` : (r.slow[-1 - i] as FastRows["slow"][number]).key; // "namespace/name"
+      keys.push(i >= 0 ? `${r.ns[i]}/${r.name[i]}` : (r.slow[-1 - i] as FastRows["slow"][number]).key); // "namespace/name"
     }
     this.order = keys;
     for (let k = 0; k < r.seq.length; k++) {
@@ -2395,12 +2426,43 @@ export class LbModel {
       const lean = this.fromEmpty(services, slices, stream);
       if (lean) return lean;
     }
+    // Each step is a method of its own: the engine recompiles a function whose optimised code met
+    // an object of another shape, and one method for all of it took ~50 ms per recompile (12 in
+    // a 13 s run of the bench's sequence, on a 2-CPU machine whose other CPU writes the maps).
     const gen = ++this.generation;
     const bySvc = slicesByService(slices);
-    const added = new Map<string, { ns: string; name: string; svc: ServiceInput }>();
+    const added = new Map<string, Added>();
     const changed: string[] = [];
+    const seen = this.matchInputs(services, bySvc, gen, added, changed);
+    const removed = this.removedSince(seen, gen);
+    if (changed.length === 0 && removed.length === 0) return lazyUpdate(this.stateGetter(), this.problems, 0, [], []);
+    if (added.size > 0 || removed.length > 0) this.reorder(added, gen);
+    const inputOf = (key: string) => added.get(key)?.svc ?? (this.memo.get(key) as Memo).input;
+    const fresh = this.snapChanged(changed, inputOf, bySvc);
+    const dirty = this.dirtyClosure(changed, removed, fresh);
+    const next = this.recompute(dirty, inputOf, fresh, added, bySvc, gen);
+    const olds = this.swap(dirty, next);
+    this.state = undefined;
+    this.units = this.unitsInOrder();
+    this.problems = problemsOf(this.units);
+    return lazyUpdate(this.stateGetter(), this.problems, dirty.size, olds, next);
+  }
+
+  /**
+   * Marks the memos of `services` seen in update `gen`, and lists the services that are new
+   * (`added`, `changed`) or whose inputs differ from their memo's (`changed`); returns how many
+   * memos were seen.
+   */
+  private matchInputs(
+    services: readonly ServiceInput[],
+    bySvc: ByName<EndpointSliceInput[]>,
+    gen: number,
+    added: Map<string, Added>,
+    changed: string[],
+  ): number {
     let seen = 0;
-    for (const svc of services) {
+    for (let k = 0; k < services.length; k++) {
+      const svc = services[k] as ServiceInput;
       const ns = svc.metadata.namespace ?? "default";
       let name = svc.metadata.name;
       let m = this.memoByName.get(ns)?.get(name);
@@ -2418,43 +2480,41 @@ export class LbModel {
       seen++;
       m.seen = gen;
       m.input = svc;
-      if (!sameService(svc, m.svc)) {
-        changed.push(m.key);
-        continue;
-      }
-      const mine = bySvc.get(ns)?.get(svc.metadata.name);
-      const count = mine === undefined ? 0 : mine.length;
-      if (count !== m.slices.length) {
-        changed.push(m.key);
-        continue;
-      }
-      for (let i = 0; i < count; i++) {
-        if (!sameSlice((mine as EndpointSliceInput[])[i] as EndpointSliceInput, m.slices[i] as SliceSnap)) {
-          changed.push(m.key);
-          break;
-        }
-      }
+      if (!sameService(svc, m.svc) || !sameSlices(bySvc.get(ns)?.get(svc.metadata.name), m.slices)) changed.push(m.key);
     }
+    return seen;
+  }
+
+  /** The keys of the memos update `gen` did not see (`seen` of them it did). */
+  private removedSince(seen: number, gen: number): string[] {
     const removed: string[] = [];
     if (seen !== this.memo.size) for (const m of this.memo.values()) if (m.seen !== gen) removed.push(m.key);
-    if (changed.length === 0 && removed.length === 0) return lazyUpdate(this.stateGetter(), this.problems, 0, [], []);
-    if (added.size > 0 || removed.length > 0) {
-      const keys = this.order.filter((k) => this.memo.get(k)?.seen === gen);
-      for (const k of added.keys()) keys.push(k);
-      this.order = keys.sort();
-    }
-    const inputOf = (key: string) => added.get(key)?.svc ?? (this.memo.get(key) as Memo).input;
+    return removed;
+  }
 
-    // Snapshots of the changed inputs, and the closure of services sharing a frontend token.
-    const fresh = new Map<string, { svc: ServiceSnap; slices: SliceSnap[]; tokens: string[] }>();
-    const newOwners = new Map<string, string[]>();
+  /** The order after services were added or removed: the memos update `gen` saw, and the added ones. */
+  private reorder(added: Map<string, Added>, gen: number): void {
+    const keys = this.order.filter((k) => this.memo.get(k)?.seen === gen);
+    for (const k of added.keys()) keys.push(k);
+    this.order = keys.sort();
+  }
+
+  /** Snapshots of the changed services' inputs, and their frontend tokens. */
+  private snapChanged(changed: readonly string[], inputOf: (key: string) => ServiceInput, bySvc: ByName<EndpointSliceInput[]>): Map<string, Fresh> {
+    const fresh = new Map<string, Fresh>();
     for (const key of changed) {
       const svc = inputOf(key);
       const snap = snapService(svc);
-      const tokens = tokensOf(snap);
-      fresh.set(key, { svc: snap, slices: slicesOf(bySvc, svc).map(snapSlice), tokens });
-      if (this.memo.size > 0) for (const t of tokens) addOwner(newOwners, t, key); // (from empty: no closure to find)
+      fresh.set(key, { svc: snap, slices: slicesOf(bySvc, svc).map(snapSlice), tokens: tokensOf(snap) });
     }
+    return fresh;
+  }
+
+  /** The changed and removed services, and every service that shares a frontend token with one of them (transitively). */
+  private dirtyClosure(changed: readonly string[], removed: readonly string[], fresh: Map<string, Fresh>): Set<string> {
+    const newOwners = new Map<string, string[]>();
+    // (from empty: no closure to find)
+    if (this.memo.size > 0) for (const [key, f] of fresh) for (const t of f.tokens) addOwner(newOwners, t, key);
     const dirty = new Set<string>(changed);
     for (const k of removed) dirty.add(k);
     // (From empty there is nothing clean to reach.)
@@ -2475,8 +2535,18 @@ export class LbModel {
         }
       }
     }
+    return dirty;
+  }
 
-    // Recompute the dirty services in namespace/name order against the ids before this update.
+  /** The dirty services computed again, in namespace/name order, against the ids before this update. */
+  private recompute(
+    dirty: Set<string>,
+    inputOf: (key: string) => ServiceInput,
+    fresh: Map<string, Fresh>,
+    added: Map<string, Added>,
+    bySvc: ByName<EndpointSliceInput[]>,
+    gen: number,
+  ): Memo[] {
     const pass = newPass({ services: this.serviceIds, backends: this.backendIds, nextService: this.nextService, nextBackend: this.nextBackend }, this.node);
     const next: Memo[] = [];
     for (const key of this.order) {
@@ -2489,8 +2559,11 @@ export class LbModel {
     }
     this.nextService = pass.nextService;
     this.nextBackend = pass.nextBackend;
+    return next;
+  }
 
-    // Swap the dirty services' memos, ids and tokens; keep what they held and hold for the diff.
+  /** Swaps the dirty services' memos, ids and tokens for `next`; returns the memos they replace (for the diff). */
+  private swap(dirty: Set<string>, next: readonly Memo[]): Memo[] {
     const olds: Memo[] = [];
     for (const key of dirty) {
       const old = this.memo.get(key);
@@ -2509,10 +2582,13 @@ export class LbModel {
       this.memoByName.get(old.ns)?.delete(old.name);
     }
     for (const m of next) this.remember(m);
-    this.state = undefined;
-    this.units = this.order.map((key) => (this.memo.get(key) as Memo).unit);
-    this.problems = [];
-    for (const unit of this.units) for (const p of unit.problems) this.problems.push(p);
-    return lazyUpdate(this.stateGetter(), this.problems, dirty.size, olds, next);
+    return olds;
+  }
+
+  /** Every service's unit, in namespace/name order. */
+  private unitsInOrder(): ServiceUnit[] {
+    const units: ServiceUnit[] = [];
+    for (let k = 0; k < this.order.length; k++) units.push((this.memo.get(this.order[k] as string) as Memo).unit);
+    return units;
   }
 }
