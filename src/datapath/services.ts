@@ -352,20 +352,17 @@ function parseIPv4(s: string): number {
 }
 
 /** One service's entries and problems; takes ids and frontends from `ctx` and records its own there. */
+/**
+ * An empty unit (one place makes them all, so they share one shape). external, maglev and
+ * problems start as the shared NONE and get an array of their own when first needed (most
+ * services have none of them); every write goes through own().
+ */
+function newUnit(): ServiceUnit {
+  return { serviceKeys: [], serviceIds: [], backendKeys: [], backendIds: [], frontends: [], external: NONE, backends: [], maglev: NONE, problems: NONE };
+}
+
 function computeService(svc: ServiceInput, name: string, svcSlices: readonly EndpointSliceInput[], ctx: Pass): ServiceUnit {
-  // external, maglev and problems start as the shared NONE and get an array of their own when
-  // first needed (most services have none of them); every write goes through own().
-  const unit: ServiceUnit = {
-    serviceKeys: [],
-    serviceIds: [],
-    backendKeys: [],
-    backendIds: [],
-    frontends: [],
-    external: NONE,
-    backends: [],
-    maglev: NONE,
-    problems: NONE,
-  };
+  const unit = newUnit();
   const spec = svc.spec ?? {};
   if (spec.type === "ExternalName") return unit;
   const clusterIP = spec.clusterIP;
@@ -1761,17 +1758,9 @@ function fastUnit(r: FastRows, i: number, key: string): ServiceUnit {
   const sid = r.serviceId[i] as number;
   const port = r.port[i] as number;
   const address = r.clusterIP[i] as string;
-  const unit: ServiceUnit = {
-    serviceKeys: [frontendId(address, port, proto)],
-    serviceIds: [sid],
-    backendKeys: [],
-    backendIds: [],
-    frontends: [],
-    external: NONE,
-    backends: [],
-    maglev: NONE,
-    problems: NONE,
-  };
+  const unit = newUnit();
+  unit.serviceKeys.push(frontendId(address, port, proto));
+  unit.serviceIds.push(sid);
   const selectable: number[] = [];
   for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
     const a = r.beAddr[k] as number;
