@@ -142,9 +142,9 @@ function execIn(netns: string, argv: string[], input = "", timeoutMs = 120_000):
 
 const vip = (i: number) => `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 
-/** n services with two endpoints each; service `changed` (if given) has CHANGED_BACKENDS instead. */
 /**
- * `n` services of two endpoints each, with their slices. In the order the agent gets them unless
+ * `n` services of two endpoints each, with their slices; service `changed` (if given) has
+ * CHANGED_BACKENDS instead. In the order the agent gets them unless
  * `numeric`: the store lists objects in namespace/name order, as the Kubernetes API does (svc-1,
  * svc-10, svc-100, ...), and the slices are derived in that order; in numeric order (svc-1, svc-2,
  * ...) the from-empty sync must sort them first.

@@ -185,6 +185,11 @@ function externalName(address: string, port: number, proto: Protocol): string {
   return address === NODEPORT_ADDRESS ? `nodePort ${port}/${proto}` : `${address}:${port}/${proto} (external)`;
 }
 
+/** How a service's port is named ("namespace/name:port name or number"): a frontend's owner, and its `service`. */
+function portOwner(key: string, portName: string | undefined, port: number): string {
+  return `${key}:${portName || String(port)}`;
+}
+
 function backendId(serviceId: number, address: string, port: number, proto: Protocol): string {
   return `${serviceId}|${address}:${port}/${proto}`;
 }
@@ -351,7 +356,6 @@ function parseIPv4(s: string): number {
   return parts === 4 ? out : -1;
 }
 
-/** One service's entries and problems; takes ids and frontends from `ctx` and records its own there. */
 /**
  * An empty unit (one place makes them all, so they share one shape). external, maglev and
  * problems start as the shared NONE and get an array of their own when first needed (most
@@ -361,6 +365,7 @@ function newUnit(): ServiceUnit {
   return { serviceKeys: [], serviceIds: [], backendKeys: [], backendIds: [], frontends: [], external: NONE, backends: [], maglev: NONE, problems: NONE };
 }
 
+/** One service's entries and problems; takes ids and frontends from `ctx` and records its own there. */
 function computeService(svc: ServiceInput, name: string, svcSlices: readonly EndpointSliceInput[], ctx: Pass): ServiceUnit {
   const unit = newUnit();
   const spec = svc.spec ?? {};
@@ -628,7 +633,7 @@ function computeService(svc: ServiceInput, name: string, svcSlices: readonly End
     const baseFlags = (affinityTimeout ? SVC_AFFINITY : 0) | (maglevSize ? SVC_MAGLEV : 0);
     // Only the frontends the socket hook serves (scope internal) redirect to the node proxy.
     const l7 = proto === "TCP" && wantsL7Lb(annotations);
-    const service = `${name}:${portLabel}`;
+    const service = portOwner(name, p.name, p.port);
     for (const w of wanted) {
       ctx.usedFrontends.set(frontendId(w.address, p.port, proto), service);
       const chosen = w.flags & SVC_LOCAL ? local : selectable;
@@ -1782,7 +1787,7 @@ function fastUnit(r: FastRows, i: number, key: string): ServiceUnit {
     affinityTimeout: 0,
     maglevSize: 0,
     flags: 0,
-    service: `${key}:${r.portName[i] || String(port)}`,
+    service: portOwner(key, r.portName[i], port),
   });
   return unit;
 }
@@ -1884,7 +1889,8 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
 }
 
 /**
- * What fromEmpty's first look at the services (input order) found. A class, not an object
+ * What fromEmpty's look at the services (input order) found: all of them first when they are not
+ * in key order, part by part when they are. A class, not an object
  * literal: the second object a literal makes may get another shape than the first, and then the
  * engine threw away scanChunk's and fillRows' optimised code at the process's second sync from
  * empty (`--trace-deopt`: "code dependencies"); a constructor makes every scan the same way.
@@ -2018,7 +2024,7 @@ function claimRows(r: FastRows, pass: Pass): void {
   for (let i = 0; i < r.nSvc; i++) {
     const port = r.port[i] as number;
     const fid = frontendId(r.clusterIP[i] as string, port, r.proto[i] === L_UDP ? "UDP" : "TCP");
-    pass.usedFrontends.set(fid, `${r.ns[i]}/${r.name[i]}:${r.portName[i] || String(port)}`);
+    pass.usedFrontends.set(fid, portOwner(`${r.ns[i]}/${r.name[i]}`, r.portName[i], port));
   }
 }
 
@@ -2124,7 +2130,7 @@ function fillRows(
         free = !pass.usedFrontends.has(fid);
       }
       if (free && fastService(r, svc, ns, c, scan.vips[idx] as number, mine.items, mine.n, pass)) {
-        if (scan.mixed) pass.usedFrontends.set(fid, `${ns}/${svc.metadata.name}:${p.name || String(p.port)}`);
+        if (scan.mixed) pass.usedFrontends.set(fid, portOwner(`${ns}/${svc.metadata.name}`, p.name, p.port));
         r.seq[k] = r.nSvc - 1;
         continue;
       }
@@ -2151,14 +2157,6 @@ function addOwner(index: Map<string, string[]>, token: string, key: string): voi
   else index.set(token, [key]);
 }
 
-/**
- * desiredLb kept up to date: `update` takes the full inputs each time and recomputes only the
- * services whose inputs (the Service's fields that matter, its EndpointSlices in order) changed,
- * plus those sharing a frontend address:port with one of them, in namespace/name order — so its
- * state, problems and ids equal a from-scratch desiredLb given the ids before the update (with
- * the same next ids), and `before`/`after` cover every key that changed. Ids are never reused:
- * the next service and backend ids only grow. Pure: no I/O (a memo, no clock, no randomness).
- */
 /** A service an update found no memo for. */
 interface Added {
   ns: string;
@@ -2188,6 +2186,14 @@ function problemsOf(units: readonly ServiceUnit[]): ServiceProblem[] {
   return out;
 }
 
+/**
+ * desiredLb kept up to date: `update` takes the full inputs each time and recomputes only the
+ * services whose inputs (the Service's fields that matter, its EndpointSlices in order) changed,
+ * plus those sharing a frontend address:port with one of them, in namespace/name order — so its
+ * state, problems and ids equal a from-scratch desiredLb given the ids before the update (with
+ * the same next ids), and `before`/`after` cover every key that changed. Ids are never reused:
+ * the next service and backend ids only grow. Pure: no I/O (a memo, no clock, no randomness).
+ */
 export class LbModel {
   private readonly node: string | undefined;
   private readonly memo = new Map<string, Memo>();
