@@ -869,8 +869,14 @@ async function main(): Promise<void> {
         roundsAt.push(`${n}: ${res.rounds} × ${variants.length} (${variants.map((v) => `${v.name} ${stats.get(v.name)?.n ?? 0}`).join(", ")})`);
         // How much one round's window alone can swing: the per-round ratio of Weft's median to direct's.
         const perRound = (res.runs.get("weft") ?? []).map((w, k) => w.median / (res.runs.get("direct")?.[k]?.median ?? Number.NaN)).filter(Number.isFinite);
+        // The machine's slow stretches (see ROUNDS), as seen in this scale's runs: a run whose median
+        // is over 1.25x its variant's fastest run's.
+        const slowRuns = (["direct", "weft"] as const).map((v) => {
+          const runMedians = (res.runs.get(v) ?? []).map((r) => r.median);
+          return `${v} ${runMedians.filter((m) => m > 1.25 * Math.min(...runMedians)).length}`;
+        });
         console.log(
-          `[services bench] latency at ${n} services done at ${(elapsed() / 1000).toFixed(0)} s (${res.rounds} rounds in ${(roundsMs / 1000).toFixed(1)} s; one round's weft/direct: ${Math.min(...perRound).toFixed(2)}–${Math.max(...perRound).toFixed(2)}x; this process's CPU during the rounds: ${(busy * 100).toFixed(0)}% of one)`,
+          `[services bench] latency at ${n} services done at ${(elapsed() / 1000).toFixed(0)} s (${res.rounds} rounds in ${(roundsMs / 1000).toFixed(1)} s; one round's weft/direct: ${Math.min(...perRound).toFixed(2)}–${Math.max(...perRound).toFixed(2)}x; runs in a slow stretch (median > 1.25x the variant's fastest run): ${slowRuns.join(", ")} of ${res.rounds}; this process's CPU during the rounds: ${(busy * 100).toFixed(0)}% of one)`,
         );
       } finally {
         // (The namespaces go with the sandbox; a flush that fails leaves rules only there, and the
