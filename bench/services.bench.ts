@@ -669,17 +669,24 @@ function pooled(runs: readonly Latency[]): Latency {
 }
 
 /**
- * The median over rounds of a's run median over b's in the same round: runs of a round are ~10 ms
- * apart, so a slow stretch of the machine mostly slows both (see ROUNDS). Round k is index k of
- * both lists: a variant's runs are pushed in round order and it leaves the rounds at its first
- * failure, after which the other's later runs have no partner.
+ * Each round's a run median over b's: runs of a round are ~10 ms apart, so a slow stretch of the
+ * machine mostly slows both (see ROUNDS). Round k is index k of both lists: a variant's runs are
+ * pushed in round order and it leaves the rounds at its first failure, after which the other's
+ * later runs have no partner.
  */
-function pairedRatio(runs: ReadonlyMap<VariantName, readonly Latency[]>, a: VariantName, b: VariantName): number | undefined {
+function roundRatios(runs: ReadonlyMap<VariantName, readonly Latency[]>, a: VariantName, b: VariantName): number[] {
   const ra = runs.get(a) ?? [];
   const rb = runs.get(b) ?? [];
-  const rs = ra.slice(0, rb.length).map((x, k) => x.median / (rb[k] as Latency).median);
-  const ok = rs.filter(Number.isFinite);
-  return ok.length ? median(ok) : undefined;
+  return ra
+    .slice(0, rb.length)
+    .map((x, k) => x.median / (rb[k] as Latency).median)
+    .filter(Number.isFinite);
+}
+
+/** The median of roundRatios: the ratio the table and the targets report. */
+function pairedRatio(runs: ReadonlyMap<VariantName, readonly Latency[]>, a: VariantName, b: VariantName): number | undefined {
+  const rs = roundRatios(runs, a, b);
+  return rs.length ? median(rs) : undefined;
 }
 
 /**
@@ -868,7 +875,7 @@ async function main(): Promise<void> {
         ]);
         roundsAt.push(`${n}: ${res.rounds} × ${variants.length} (${variants.map((v) => `${v.name} ${stats.get(v.name)?.n ?? 0}`).join(", ")})`);
         // How much one round's window alone can swing: the per-round ratio of Weft's median to direct's.
-        const perRound = (res.runs.get("weft") ?? []).map((w, k) => w.median / (res.runs.get("direct")?.[k]?.median ?? Number.NaN)).filter(Number.isFinite);
+        const perRound = roundRatios(res.runs, "weft", "direct");
         // The machine's slow stretches (see ROUNDS), as seen in this scale's runs: a run whose median
         // is over 1.25x its variant's fastest run's.
         const slowRuns = (["direct", "weft"] as const).map((v) => {
