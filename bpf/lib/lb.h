@@ -48,7 +48,15 @@ struct lb4_key {
 	__u8 pad[2];
 };
 
-#define LB_SLOTS_PER_ENTRY 8 // backend ids per lb4_services entry (a power of two)
+#define LB_SLOTS_PER_ENTRY 8 // backends per lb4_services entry (a power of two)
+
+// Where one of an entry's backends is: a random pick reads it here, with no second lookup.
+struct lb4_slot {
+	__be32 address;
+	__be16 port;
+	__u8 flags; // LB_BE_*
+	__u8 pad;
+};
 
 struct lb4_service {
 	__u32 service_id;       // the service port (shared by its ClusterIP and ExternalIP frontends)
@@ -56,9 +64,13 @@ struct lb4_service {
 	__u32 affinity_timeout; // entry 0: seconds, with LB_SVC_AFFINITY
 	__u32 maglev_size;      // entry 0: table size M, with LB_SVC_MAGLEV
 	__u32 flags;            // entry 0: LB_SVC_*
-	__u32 backend_ids[LB_SLOTS_PER_ENTRY]; // this entry's backends in order (0 past count)
+	__u32 backend_ids[LB_SLOTS_PER_ENTRY];       // this entry's backends in order (0 past count)
+	struct lb4_slot backends[LB_SLOTS_PER_ENTRY]; // and where each of them is
 };
 
+// A backend by id, for the choices that name one (ClientIP affinity, Maglev): lb4_backends holds
+// the backends of the service ports that use either, and only those (a random pick reads the
+// entry's slots), so a sync of plain services writes one record per frontend, not one per endpoint.
 struct lb4_backend {
 	__be32 address;
 	__be16 port;
@@ -256,10 +268,20 @@ static __always_inline int lb4_selectable(const struct lb4_backend *be, const st
 	return !(svc->flags & LB_SVC_LOCAL) || (be->flags & LB_BE_LOCAL);
 }
 
-static __always_inline __u32 lb4_pick_random(struct lb4_key *key, const struct lb4_service *svc)
+// The backend chosen for a new flow: its id and where it is.
+struct lb4_pick {
+	__u32 id;
+	__be32 address;
+	__be16 port;
+	__u8 flags; // LB_BE_*
+	__u8 pad;
+};
+
+// Slot i of the service, from entry 0 or the entry holding it.
+static __always_inline int lb4_pick_random(struct lb4_key *key, const struct lb4_service *svc, struct lb4_pick *out)
 {
 	const struct lb4_service *entry = svc;
-	__u32 i = bpf_get_prandom_u32() % svc->count;
+	__u32 i = bpf_get_prandom_u32() % svc->count, j;
 
 	if (i >= LB_SLOTS_PER_ENTRY) {
 		key->slot = i / LB_SLOTS_PER_ENTRY;
@@ -268,7 +290,12 @@ static __always_inline __u32 lb4_pick_random(struct lb4_key *key, const struct l
 		if (!entry)
 			return 0;
 	}
-	return entry->backend_ids[i & (LB_SLOTS_PER_ENTRY - 1)];
+	j = i & (LB_SLOTS_PER_ENTRY - 1);
+	out->id = entry->backend_ids[j];
+	out->address = entry->backends[j].address;
+	out->port = entry->backends[j].port;
+	out->flags = entry->backends[j].flags;
+	return out->id != 0;
 }
 
 static __always_inline __u32 lb4_pick_maglev(const struct lb4_service *svc, __u32 hash)
@@ -290,19 +317,54 @@ static __always_inline __u32 lb4_pick_maglev(const struct lb4_service *svc, __u3
 	return chunk->backend_ids[idx & (LB_MAGLEV_CHUNK - 1)];
 }
 
-// A still-valid affinity choice for this client and service, or 0.
-static __always_inline __u32 lb4_affinity_backend(const struct lb_affinity_key *akey, const struct lb4_service *svc,
-						  __u64 now)
+// Backend `id` of this service from lb4_backends, if it may take a new flow.
+static __always_inline int lb4_pick_id(__u32 id, const struct lb4_service *svc, struct lb4_pick *out)
+{
+	struct lb4_backend *be = id ? bpf_map_lookup_elem(&lb4_backends, &id) : NULL;
+
+	if (!be || !lb4_selectable(be, svc))
+		return 0;
+	out->id = id;
+	out->address = be->address;
+	out->port = be->port;
+	out->flags = be->flags;
+	return 1;
+}
+
+// The client's earlier choice while it is within the timeout and still selectable.
+static __always_inline int lb4_pick_affinity(const struct lb_affinity_key *akey, const struct lb4_service *svc, __u64 now,
+					     struct lb4_pick *out)
 {
 	struct lb_affinity *a = bpf_map_lookup_elem(&lb4_affinity, akey);
-	struct lb4_backend *be;
 
 	if (!a || now - a->last_used_ns > (__u64)svc->affinity_timeout * 1000000000ULL)
 		return 0;
-	be = bpf_map_lookup_elem(&lb4_backends, &a->backend_id);
-	if (!be || !lb4_selectable(be, svc))
-		return 0;
-	return a->backend_id;
+	return lb4_pick_id(a->backend_id, svc, out);
+}
+
+// A backend for a new flow to `svc` (entry 0 under `key`): the client's affinity, else Maglev's
+// entry for `hash` (taken only with LB_SVC_MAGLEV), else one of the slots at random; the affinity
+// record is refreshed. 0: none (the caller refuses or drops).
+static __always_inline int lb4_pick(struct lb4_key *key, const struct lb4_service *svc, const struct lb_affinity_key *akey,
+				    __u32 hash, struct lb4_pick *out)
+{
+	__u64 now = 0;
+	int found = 0;
+
+	if (svc->flags & LB_SVC_AFFINITY) {
+		now = bpf_ktime_get_ns();
+		found = lb4_pick_affinity(akey, svc, now, out);
+	}
+	if (!found && (svc->flags & LB_SVC_MAGLEV))
+		found = lb4_pick_id(lb4_pick_maglev(svc, hash), svc, out);
+	if (!found)
+		found = lb4_pick_random(key, svc, out);
+	if (found && (svc->flags & LB_SVC_AFFINITY)) {
+		struct lb_affinity a = { .last_used_ns = now, .backend_id = out->id };
+
+		bpf_map_update_elem(&lb4_affinity, akey, &a, BPF_ANY);
+	}
+	return found;
 }
 
 // ---- the forward path: connect4 (TCP, connected UDP) and sendmsg4 (unconnected UDP) ------------
@@ -343,9 +405,8 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 {
 	struct lb4_key key = {};
 	struct lb4_service *svc;
-	struct lb4_backend *be;
-	__u64 now = 0;
-	__u32 backend_id = 0;
+	struct lb4_pick be = {};
+	__u32 hash = 0;
 	__u8 proto = ctx->protocol;
 
 	__builtin_memset(out, 0, sizeof(*out));
@@ -363,24 +424,12 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 	}
 
 	struct lb_affinity_key akey = { .netns_cookie = caller->netns_cookie, .service_id = svc->service_id };
-	if (svc->flags & LB_SVC_AFFINITY) {
-		now = bpf_ktime_get_ns();
-		backend_id = lb4_affinity_backend(&akey, svc, now);
-	}
-	if (!backend_id && (svc->flags & LB_SVC_MAGLEV))
-		backend_id = lb4_pick_maglev(svc, lb4_flow_hash(ctx, bpf_get_socket_cookie(ctx), proto));
-	if (!backend_id)
-		backend_id = lb4_pick_random(&key, svc);
-	be = backend_id ? bpf_map_lookup_elem(&lb4_backends, &backend_id) : NULL;
-	if (!be) {
+	if (svc->flags & LB_SVC_MAGLEV)
+		hash = lb4_flow_hash(ctx, bpf_get_socket_cookie(ctx), proto);
+	if (!lb4_pick(&key, svc, &akey, hash, &be)) {
 		// The agent writes backends before the entries naming them; a miss is a bug, not a race.
 		bpf_set_retval(-LB_ECONNREFUSED);
 		return 0;
-	}
-
-	if (svc->flags & LB_SVC_AFFINITY) {
-		struct lb_affinity a = { .last_used_ns = now, .backend_id = backend_id };
-		bpf_map_update_elem(&lb4_affinity, &akey, &a, BPF_ANY);
 	}
 
 	struct lb4_revnat rval = {
@@ -389,15 +438,15 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 		.proto = proto,
 		.service_id = svc->service_id,
 	};
-	lb4_revnat_record(ctx, connected, be->address, be->port, &rval);
+	lb4_revnat_record(ctx, connected, be.address, be.port, &rval);
 
 	out->vip = key.address;
 	out->vport = key.dport;
 	out->svc_flags = (__u16)svc->flags;
 	out->service_id = svc->service_id;
-	out->backend_id = backend_id;
-	ctx->user_ip4 = be->address;
-	ctx->user_port = (__u32)be->port;
+	out->backend_id = be.id;
+	ctx->user_ip4 = be.address;
+	ctx->user_port = (__u32)be.port;
 	return 1;
 }
 

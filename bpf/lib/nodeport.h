@@ -325,31 +325,19 @@ static __always_inline struct lb4_service *np_frontend(struct lb4_key *key, cons
 
 // As lb4_translate's choice, with the client's address as the affinity client and the packet's
 // tuple as the Maglev flow (maglev.ts flowHash(saddr, daddr, sport, dport, proto)).
-static __always_inline __u32 np_pick(struct lb4_key *key, const struct lb4_service *svc, const struct np_pkt *p)
+static __always_inline int np_pick(struct lb4_key *key, const struct lb4_service *svc, const struct np_pkt *p,
+				   struct lb4_pick *out)
 {
 	struct lb_affinity_key akey = {
 		.netns_cookie = LB_AFFINITY_CLIENT_IP | bpf_ntohl(p->t.saddr),
 		.service_id = svc->service_id,
 	};
-	__u32 backend_id = 0;
-	__u64 now = 0;
+	__u32 hash = 0;
 
-	if (svc->flags & LB_SVC_AFFINITY) {
-		now = bpf_ktime_get_ns();
-		backend_id = lb4_affinity_backend(&akey, svc, now);
-	}
-	if (!backend_id && (svc->flags & LB_SVC_MAGLEV))
-		backend_id = lb4_pick_maglev(svc, lb_jhash_3words(bpf_ntohl(p->t.saddr), bpf_ntohl(p->t.daddr),
-								  ((__u32)bpf_ntohs(p->t.sport) << 16) | bpf_ntohs(p->t.dport),
-								  p->t.proto));
-	if (!backend_id)
-		backend_id = lb4_pick_random(key, svc);
-	if (backend_id && (svc->flags & LB_SVC_AFFINITY)) {
-		struct lb_affinity a = { .last_used_ns = now, .backend_id = backend_id };
-
-		bpf_map_update_elem(&lb4_affinity, &akey, &a, BPF_ANY);
-	}
-	return backend_id;
+	if (svc->flags & LB_SVC_MAGLEV)
+		hash = lb_jhash_3words(bpf_ntohl(p->t.saddr), bpf_ntohl(p->t.daddr),
+				       ((__u32)bpf_ntohs(p->t.sport) << 16) | bpf_ntohs(p->t.dport), p->t.proto);
+	return lb4_pick(key, svc, &akey, hash, out);
 }
 
 // A free SNAT port toward this backend (no live REPLY entry holds it), or 0.
@@ -398,10 +386,9 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 	struct nat4_entry *e, orig = {}, reply = {};
 	struct nat4_key rk = {};
 	struct lb4_service *svc;
-	struct lb4_backend *be;
+	struct lb4_pick be = {};
 	struct lb4_key key;
 	struct np_pkt p;
-	__u32 backend_id;
 	__u64 now;
 
 	if (np_parse(skb, &p) < 0)
@@ -424,25 +411,23 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (svc->count == 0)
 		return TC_ACT_SHOT; // no selectable backend (for this node, with externalTrafficPolicy Local)
-	backend_id = np_pick(&key, svc, &p);
-	be = backend_id ? bpf_map_lookup_elem(&lb4_backends, &backend_id) : NULL;
-	if (!be)
+	if (!np_pick(&key, svc, &p, &be))
 		return TC_ACT_SHOT;
 
 	now = bpf_ktime_get_ns();
 	orig.saddr = p.t.saddr;
 	orig.sport = p.t.sport;
-	orig.daddr = be->address;
-	orig.dport = be->port;
+	orig.daddr = be.address;
+	orig.dport = be.port;
 	orig.service_id = svc->service_id;
-	orig.backend_id = backend_id;
-	if (!(be->flags & LB_BE_LOCAL)) {
+	orig.backend_id = be.id;
+	if (!(be.flags & LB_BE_LOCAL)) {
 		// Another node's backend: SNAT to this node, so the reply comes back through it.
 		orig.flags = NAT_F_SNAT;
 		orig.saddr = weft_node_ipv4 ? weft_node_ipv4 : p.t.daddr;
-		rk.saddr = be->address;
+		rk.saddr = be.address;
 		rk.daddr = orig.saddr;
-		rk.sport = be->port;
+		rk.sport = be.port;
 		rk.proto = p.t.proto;
 		rk.dir = NAT_DIR_REPLY;
 		orig.sport = np_snat_port(&rk);
@@ -457,7 +442,7 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 	reply.daddr = p.t.saddr;
 	reply.dport = p.t.sport;
 	reply.service_id = svc->service_id;
-	reply.backend_id = backend_id;
+	reply.backend_id = be.id;
 	reply.flags = orig.flags;
 	reply.expires = orig.expires;
 	nat_pair_key(&rk, &orig, p.t.proto, NAT_DIR_ORIGINAL);

@@ -13,7 +13,7 @@ import { getJson } from "../core/unix-http.ts";
 import { dumpMap, pinRoot, pins } from "../datapath/loader.ts";
 import { ENDPOINTS_MAP, endpointKey, endpointValue } from "../datapath/maps/endpoints.ts";
 import { IPCACHE_MAP, ipcacheKey, ipcacheValue } from "../datapath/maps/ipcache.ts";
-import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, SLOTS_PER_ENTRY } from "../datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Key, lb4Service, SLOTS_PER_ENTRY, type SlotBackend, slotsOf } from "../datapath/maps/lb.ts";
 import { policyKey, policyValue, subjectMapPin } from "../datapath/maps/policy.ts";
 import type { Flow } from "../observe/flow.ts";
 import { type Command, clusterFlag, parseFlags, printTable } from "./command.ts";
@@ -159,9 +159,8 @@ export interface LbRow {
 /** One row per frontend of the service maps pinned under `root`, backends in slot order. */
 export async function lbRows(root: string): Promise<LbRow[]> {
   const services = await dumpMap(pins.map(root, LB_MAPS.services));
-  const backends = new Map((await dumpMap(pins.map(root, LB_MAPS.backends))).entries.map((e) => [e.key.readUInt32LE(0), lb4Backend.decode(e.value)]));
   const byFrontend = new Map<string, LbRow>();
-  const slots: { fe: string; slot: number; backend: number }[] = [];
+  const slots: { fe: string; slot: number; backend: SlotBackend }[] = [];
   for (const e of services.entries) {
     const k = lb4Key.decode(e.key);
     const v = lb4Service.decode(e.value);
@@ -179,15 +178,12 @@ export async function lbRows(root: string): Promise<LbRow[]> {
         .join(", ");
       byFrontend.set(fe, { id: v.service_id, frontend: fe, flags, backends: [] });
     }
-    // Entry c holds the backends in slots 8c + 1 .. 8c + 8.
-    for (const [i, backend] of backendIdsOf(v.backend_ids).entries()) slots.push({ fe, slot: k.slot * SLOTS_PER_ENTRY + i + 1, backend });
+    // Entry c holds the backends in slots 8c + 1 .. 8c + 8, each with where it is.
+    for (const [i, backend] of slotsOf(v.backends, backendIdsOf(v.backend_ids).length).entries())
+      slots.push({ fe, slot: k.slot * SLOTS_PER_ENTRY + i + 1, backend });
   }
   slots.sort((a, b) => a.slot - b.slot);
-  for (const s of slots) {
-    const b = backends.get(s.backend);
-    const row = byFrontend.get(s.fe);
-    if (row && b) row.backends.push(`${b.address}:${b.port}${b.flags & 0x1 ? " (terminating)" : ""}`);
-  }
+  for (const s of slots) byFrontend.get(s.fe)?.backends.push(`${s.backend.address}:${s.backend.port}`);
   return [...byFrontend.values()].sort((a, b) => a.id - b.id);
 }
 

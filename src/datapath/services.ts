@@ -9,12 +9,14 @@ import { DEFAULT_MAGLEV_SIZE, isPrime, MAX_MAGLEV_SIZE, maglevTable } from "./ma
 import {
   BE_LOCAL,
   BE_TERMINATING,
+  backendIdsOf,
   backendKey,
   backendValue,
   LB_MAPS,
   lb4Backend,
   lb4Key,
   lb4Service,
+  lb4Slot,
   lbMaglevChunk,
   lbMaglevKey,
   MAGLEV_CHUNK,
@@ -27,6 +29,7 @@ import {
   SCOPE_EXTERNAL,
   SCOPE_INTERNAL,
   SLOTS_PER_ENTRY,
+  type SlotBackend,
   SVC_AFFINITY,
   SVC_EXTERNAL,
   SVC_L7,
@@ -35,6 +38,7 @@ import {
   serviceEntries,
   serviceKey,
   serviceValue,
+  slotsOf,
   slotsValue,
 } from "./maps/lb.ts";
 
@@ -701,7 +705,8 @@ export function emptyContents(): LbContents {
 // is compared with the mirror's own encoding when this module loads.
 const HEX2 = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const KEY = lb4Key.offsets as Record<"address" | "dport" | "slot" | "proto" | "scope" | "pad", number>;
-const SVC = lb4Service.offsets as Record<"service_id" | "count" | "affinity_timeout" | "maglev_size" | "flags" | "backend_ids", number>;
+const SVC = lb4Service.offsets as Record<"service_id" | "count" | "affinity_timeout" | "maglev_size" | "flags" | "backend_ids" | "backends", number>;
+const SLOT = lb4Slot.offsets as Record<"address" | "port" | "flags" | "pad", number>;
 const BE = lb4Backend.offsets as Record<"address" | "port" | "proto" | "flags" | "service_id", number>;
 const SLOT_HEX = 2 * KEY.slot;
 const MK = lbMaglevKey.offsets as Record<"service_id" | "chunk" | "scope" | "pad", number>;
@@ -723,15 +728,24 @@ function putU16BE(b: Buffer, at: number, v: number): void {
   b[at + 1] = v & 255;
 }
 
-// The encoders below write lb4_service values field by field: five u32 fields and the ids must be all of it.
-if (lb4Service.size !== 20 + 4 * SLOTS_PER_ENTRY || SVC.backend_ids !== 20) {
-  throw new Error("services.ts: lb4_service is no longer five u32 fields and the backend ids; update the encoders");
+// The encoders below write lb4_service values field by field: five u32 fields, the ids and their
+// slots (address, port, flags, pad) must be all of it.
+if (lb4Service.size !== 20 + (4 + lb4Slot.size) * SLOTS_PER_ENTRY || SVC.backend_ids !== 20 || lb4Slot.size !== 8) {
+  throw new Error("services.ts: lb4_service is no longer five u32 fields, the backend ids and their slots; update the encoders");
+}
+
+/** A frontend's selectable backends in slot order: ids, addresses (host-order numbers), ports, LB_BE_* flags. */
+interface Slots {
+  ids: ArrayLike<number>;
+  addrs: ArrayLike<number>;
+  ports: ArrayLike<number>;
+  flags: ArrayLike<number>;
 }
 
 /**
- * An lb4_service value at b[v..]: the fields, and ids[from, to) (at most SLOTS_PER_ENTRY) with 0
- * after them. Entry 0 of a frontend: its fields and its first 8 ids; entry c: service id only and
- * ids from 8c.
+ * An lb4_service value at b[v..]: the fields, and slots [from, to) (at most SLOTS_PER_ENTRY) with
+ * zeros after them. Entry 0 of a frontend: its fields and its first 8 backends; entry c: service id
+ * only and backends from 8c.
  */
 function putServiceValue(
   b: Buffer,
@@ -741,7 +755,7 @@ function putServiceValue(
   affinityTimeout: number,
   maglevSize: number,
   flags: number,
-  ids: ArrayLike<number>,
+  slots: Slots,
   from: number,
   to: number,
 ): void {
@@ -752,7 +766,20 @@ function putServiceValue(
   putU32LE(b, v + SVC.flags, flags);
   const at = v + SVC.backend_ids;
   const n = to - from;
-  for (let i = 0; i < SLOTS_PER_ENTRY; i++) putU32LE(b, at + 4 * i, i < n ? (ids[from + i] as number) : 0);
+  for (let i = 0; i < SLOTS_PER_ENTRY; i++) putU32LE(b, at + 4 * i, i < n ? (slots.ids[from + i] as number) : 0);
+  for (let i = 0, w = v + SVC.backends; i < SLOTS_PER_ENTRY; i++, w += 8) {
+    if (i < n) {
+      putU32BE(b, w + SLOT.address, slots.addrs[from + i] as number);
+      putU16BE(b, w + SLOT.port, slots.ports[from + i] as number);
+      b[w + SLOT.flags] = slots.flags[from + i] as number;
+    } else {
+      putU32LE(b, w + SLOT.address, 0);
+      b[w + SLOT.port] = 0;
+      b[w + SLOT.port + 1] = 0;
+      b[w + SLOT.flags] = 0;
+    }
+    b[w + SLOT.pad] = 0;
+  }
 }
 
 /** An lb4_key at b[at..]: frontend address (host-order number), port, protocol number, entry (`slot`), scope. */
@@ -777,13 +804,51 @@ function putBackendRecord(b: Buffer, at: number, id: number, address: number, po
   putU32LE(b, at + 4 + BE.service_id, serviceId);
 }
 
-/** Writes entry `entry` of frontend `f` at b[v..] (see putServiceValue). */
-function putEntryValue(b: Buffer, v: number, f: LbFrontend, entry: number): void {
-  const ids = f.backendIds;
+/** A unit's (or state's) backends by id, for the slots of its frontends. */
+function backendsById(backends: readonly LbBackend[]): Map<number, LbBackend> {
+  const m = new Map<number, LbBackend>();
+  for (const b of backends) m.set(b.id, b);
+  return m;
+}
+
+/** Frontend `f`'s slots, its backends found in `byId`. */
+function frontendSlots(f: LbFrontend, byId: ReadonlyMap<number, LbBackend>): Slots {
+  const n = f.backendIds.length;
+  const slots = { ids: f.backendIds, addrs: new Array<number>(n), ports: new Array<number>(n), flags: new Array<number>(n) };
+  for (let i = 0; i < n; i++) {
+    const be = byId.get(f.backendIds[i] as number);
+    if (be === undefined) throw new Error(`services.ts: ${f.service} names backend ${f.backendIds[i]}, which its unit lacks`);
+    slots.addrs[i] = ipv4Number(be.address);
+    slots.ports[i] = be.port;
+    slots.flags[i] = be.flags;
+  }
+  return slots;
+}
+
+/** Writes entry `entry` of frontend `f` (its `slots`) at b[v..] (see putServiceValue). */
+function putEntryValue(b: Buffer, v: number, f: LbFrontend, slots: Slots, entry: number): void {
+  const n = f.backendIds.length;
   const from = entry * SLOTS_PER_ENTRY;
-  const to = Math.min(ids.length, from + SLOTS_PER_ENTRY);
-  if (entry === 0) putServiceValue(b, v, f.serviceId, ids.length, f.affinityTimeout, f.maglevSize, f.flags, ids, from, to);
-  else putServiceValue(b, v, f.serviceId, 0, 0, 0, 0, ids, from, to);
+  const to = Math.min(n, from + SLOTS_PER_ENTRY);
+  if (entry === 0) putServiceValue(b, v, f.serviceId, n, f.affinityTimeout, f.maglevSize, f.flags, slots, from, to);
+  else putServiceValue(b, v, f.serviceId, 0, 0, 0, 0, slots, from, to);
+}
+
+/** Whether frontend flags make the kernel look a backend up by id (lb4_backends): ClientIP affinity, Maglev. */
+const PICKS_BY_ID = SVC_AFFINITY | SVC_MAGLEV;
+
+/** The service ports (ids) of a unit or state whose backends go to lb4_backends (see PICKS_BY_ID). */
+function pickedById(u: { frontends: readonly LbFrontend[]; external?: readonly LbFrontend[] }): Set<number> {
+  const out = new Set<number>();
+  for (const f of u.frontends) if (f.flags & PICKS_BY_ID) out.add(f.serviceId);
+  for (const f of u.external ?? NONE) if (f.flags & PICKS_BY_ID) out.add(f.serviceId);
+  return out;
+}
+
+/** The backends of `u` that lb4_backends holds. */
+function backendRecords(u: { frontends: readonly LbFrontend[]; external?: readonly LbFrontend[]; backends: readonly LbBackend[] }): LbBackend[] {
+  const byId = pickedById(u);
+  return byId.size === 0 ? NONE : u.backends.filter((b) => byId.has(b.serviceId));
 }
 
 /** The parts of a state or unit that become map entries. */
@@ -822,9 +887,9 @@ function frontendKeyParts(f: LbFrontend): [string, string] {
 const slotHex = (slot: number) => (HEX2[slot & 255] as string) + (HEX2[(slot >>> 8) & 255] as string);
 const u32Hex = (n: number) => (HEX2[n & 255] as string) + HEX2[(n >>> 8) & 255] + HEX2[(n >>> 16) & 255] + HEX2[(n >>> 24) & 255];
 
-function entryValue(f: LbFrontend, entry: number): Buffer {
+function entryValue(f: LbFrontend, slots: Slots, entry: number): Buffer {
   const b = Buffer.alloc(lb4Service.size);
-  putEntryValue(b, 0, f, entry);
+  putEntryValue(b, 0, f, slots, entry);
   return b;
 }
 
@@ -852,13 +917,15 @@ function fastBackendValue(be: LbBackend): Buffer {
     scope: SCOPE_EXTERNAL,
   };
   const be: LbBackend = { id: 0x0a0b0c0d, address: "10.200.255.1", port: 8443, proto: "UDP", serviceId: 0x01020304, flags: 3 };
+  const bes = f.backendIds.map((id) => ({ ...be, id, address: `10.200.${id}.${250 - id}`, port: 8000 + id, flags: id & 3 }));
+  const slots = frontendSlots(f, backendsById(bes));
   const [pre, post] = frontendKeyParts(f);
   const same =
     pre + slotHex(0x0102) + post === serviceKey(f, 0x0102).toString("hex") &&
-    entryValue(f, 0).equals(
-      serviceValue({ serviceId: f.serviceId, count: 10, affinityTimeout: 300, maglevSize: 251, flags: 0x0b, backendIds: f.backendIds }),
+    entryValue(f, slots, 0).equals(
+      serviceValue({ serviceId: f.serviceId, count: 10, affinityTimeout: 300, maglevSize: 251, flags: 0x0b, backendIds: f.backendIds, backends: bes }),
     ) &&
-    entryValue(f, 1).equals(slotsValue(f.serviceId, f.backendIds, 1)) &&
+    entryValue(f, slots, 1).equals(slotsValue(f.serviceId, f.backendIds, bes, 1)) &&
     fastBackendValue(be).equals(backendValue(be)) &&
     u32Hex(be.id) === backendKey(be.id).toString("hex");
   if (!same) throw new Error("services.ts: the fast lb4 encoders disagree with the mirrors in maps/lb.ts");
@@ -881,17 +948,19 @@ function entriesOf(u: {
   maglev: readonly LbMaglevTable[];
 }): Entries {
   const e: Entries = { sk: [], sv: [], bk: [], bv: [], mk: [], mv: [] };
+  const byId = backendsById(u.backends);
   const frontend = (f: LbFrontend) => {
     const [pre, post] = frontendKeyParts(f);
+    const slots = frontendSlots(f, byId);
     const entries = serviceEntries(f.backendIds.length);
     for (let c = 0; c < entries; c++) {
       e.sk.push(pre + slotHex(c) + post);
-      e.sv.push(entryValue(f, c));
+      e.sv.push(entryValue(f, slots, c));
     }
   };
   for (const f of u.frontends) frontend(f);
   for (const f of u.external ?? []) frontend(f);
-  for (const b of u.backends) {
+  for (const b of backendRecords(u)) {
     e.bk.push(u32Hex(b.id));
     e.bv.push(fastBackendValue(b));
   }
@@ -925,22 +994,32 @@ function isServiceEntry(keyHex: string): boolean {
 /** The ids pinned maps use (after an agent restart), decoded from their contents. */
 export function idsFromContents(contents: LbContents): LbIds {
   const ids = emptyIds();
+  const backend = (serviceId: number, address: string, port: number, proto: Protocol, id: number) => {
+    ids.backends.set(backendId(serviceId, address, port, proto), id);
+    ids.nextBackend = Math.max(ids.nextBackend, id + 1);
+  };
   for (const [k, v] of contents.services) {
-    if (!isServiceEntry(k)) continue;
     const key = lb4Key.decode(Buffer.from(k, "hex"));
     const proto = protocolName(key.proto);
     if (!proto) continue;
-    const serviceId = v.readUInt32LE(SVC.service_id);
-    ids.services.set(frontendId(key.address, key.dport, proto, key.scope), serviceId);
-    ids.nextService = Math.max(ids.nextService, serviceId + 1);
+    const service = lb4Service.decode(v);
+    if (isServiceEntry(k)) {
+      ids.services.set(frontendId(key.address, key.dport, proto, key.scope), service.service_id);
+      ids.nextService = Math.max(ids.nextService, service.service_id + 1);
+    }
+    // The slots name the selectable backends of every service port; lb4_backends adds the
+    // terminating ones of those that pick by id.
+    const slotIds = backendIdsOf(service.backend_ids);
+    const slots = slotsOf(service.backends, slotIds.length);
+    for (const [i, id] of slotIds.entries()) {
+      const s = slots[i] as SlotBackend;
+      backend(service.service_id, s.address, s.port, proto, id);
+    }
   }
   for (const [k, v] of contents.backends) {
-    const id = Buffer.from(k, "hex").readUInt32LE(0);
     const b = lb4Backend.decode(v);
     const proto = protocolName(b.proto);
-    if (!proto) continue;
-    ids.backends.set(backendId(b.service_id, b.address, b.port, proto), id);
-    ids.nextBackend = Math.max(ids.nextBackend, id + 1);
+    if (proto) backend(b.service_id, b.address, b.port, proto, Buffer.from(k, "hex").readUInt32LE(0));
   }
   return ids;
 }
@@ -999,7 +1078,7 @@ export function encodeCreate(units: readonly ServiceUnitView[], pinOf: (map: str
   let nm = 0;
   let ns = 0;
   for (const u of units) {
-    nb += u.backends.length;
+    nb += backendRecords(u).length;
     for (const t of u.maglev) nm += Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
     for (const f of u.frontends) ns += serviceEntries(f.backendIds.length);
     for (const f of u.external ?? []) ns += serviceEntries(f.backendIds.length);
@@ -1026,26 +1105,29 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
   const vB = lb4Backend.size;
   const kM = lbMaglevKey.size;
   const vM = lbMaglevChunk.size;
-  const write = (mS: number, f: LbFrontend, addr: number, entry: number) => {
+  const write = (mS: number, f: LbFrontend, slots: Slots, addr: number, entry: number) => {
     const at = enc.update(mS, kS, vS);
     putServiceKey(enc.buf, at, addr, f.port, PROTO[f.proto], entry, f.scope ?? SCOPE_INTERNAL);
-    putEntryValue(enc.buf, at + kS, f, entry);
+    putEntryValue(enc.buf, at + kS, f, slots, entry);
   };
   /** Entries 1.. (backends 9 and on). */
-  const slots = (mS: number, f: LbFrontend) => {
-    const addr = ipv4Number(f.address);
+  const slots = (mS: number, f: LbFrontend, byId: ReadonlyMap<number, LbBackend>) => {
     const entries = serviceEntries(f.backendIds.length);
-    for (let c = 1; c < entries; c++) write(mS, f, addr, c);
+    if (entries === 1) return;
+    const addr = ipv4Number(f.address);
+    const s = frontendSlots(f, byId);
+    for (let c = 1; c < entries; c++) write(mS, f, s, addr, c);
   };
-  const entry = (mS: number, f: LbFrontend) => write(mS, f, ipv4Number(f.address), 0);
+  const entry = (mS: number, f: LbFrontend, byId: ReadonlyMap<number, LbBackend>) => write(mS, f, frontendSlots(f, byId), ipv4Number(f.address), 0);
   /** Every frontend (internal, then external) of the units, with the services map opened at the first. */
-  const eachFrontend = (write: (mS: number, f: LbFrontend) => void) => {
+  const eachFrontend = (write: (mS: number, f: LbFrontend, byId: ReadonlyMap<number, LbBackend>) => void) => {
     let mS = -1;
     for (const u of units) {
+      const byId = backendsById(u.backends);
       for (const list of [u.frontends, u.external ?? NONE]) {
         for (const f of list) {
           if (mS < 0) mS = enc.map(pinOf(LB_MAPS.services));
-          write(mS, f);
+          write(mS, f, byId);
         }
       }
     }
@@ -1054,7 +1136,7 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
     backends() {
       let mB = -1;
       for (const u of units) {
-        for (const be of u.backends) {
+        for (const be of backendRecords(u)) {
           if (mB < 0) mB = enc.map(pinOf(LB_MAPS.backends));
           putBackendRecord(enc.buf, enc.update(mB, 4, vB), be.id, ipv4Number(be.address), be.port, PROTO[be.proto], be.flags, be.serviceId);
         }
@@ -1792,14 +1874,20 @@ function fastUnit(r: FastRows, i: number, key: string): ServiceUnit {
   return unit;
 }
 
-/** encodeRows' scratch: a fast row's selectable backend ids, in order (fastService keeps <= 64). */
-const SELECTABLE = new Uint32Array(64);
+/** encodeRows' scratch: a fast row's selectable backends, in order (fastService keeps <= 64). */
+const SELECTABLE = { ids: new Uint32Array(64), addrs: new Uint32Array(64), ports: new Uint16Array(64), flags: new Uint8Array(64) };
 
-/** Fills SELECTABLE with fast row i's selectable (not terminating) backend ids; returns how many. */
+/** Fills SELECTABLE with fast row i's selectable (not terminating) backends; returns how many. */
 function selectableIds(r: FastRows, i: number): number {
   let n = 0;
-  for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++)
-    if (!((r.beFlags[k] as number) & L_BE_TERMINATING)) SELECTABLE[n++] = r.beId[k] as number;
+  for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
+    const flags = r.beFlags[k] as number;
+    if (flags & L_BE_TERMINATING) continue;
+    SELECTABLE.ids[n] = r.beId[k] as number;
+    SELECTABLE.addrs[n] = r.beAddr[k] as number;
+    SELECTABLE.ports[n] = r.bePort[k] as number;
+    SELECTABLE.flags[n++] = flags;
+  }
   return n;
 }
 
@@ -1816,13 +1904,12 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
   for (let p = 0; p < seq.length; p++) {
     const i = seq[p] as number;
     if (i >= 0) {
-      nb += (r.beEnd[i] as number) - (r.beStart[i] as number);
-      ns += serviceEntries(r.slotCount[i] as number);
+      ns += serviceEntries(r.slotCount[i] as number); // (no lb4_backends records: a fast row picks at random)
       continue;
     }
     const u = (r.slow[-1 - i] as FastRows["slow"][number]).unit;
     slowUnits.push(u);
-    nb += u.backends.length;
+    nb += backendRecords(u).length;
     for (const t of u.maglev) nm += Math.ceil(t.backendIds.length / MAGLEV_CHUNK);
     for (const f of u.frontends) ns += serviceEntries(f.backendIds.length);
     for (const f of u.external) ns += serviceEntries(f.backendIds.length);
@@ -1830,35 +1917,15 @@ function encodeRows(r: FastRows, pinOf: (map: string) => string, from = 0, to = 
   if (slowUnits.length === seq.length) return encodeCreate(slowUnits, pinOf);
   const kS = lb4Key.size;
   const vS = lb4Service.size;
-  const vB = lb4Backend.size;
-  const expected = nb * (12 + 4 + vB) + nm * (12 + lbMaglevKey.size + lbMaglevChunk.size) + ns * (12 + kS + vS) + 3 * 4096;
+  const expected = nb * (12 + 4 + lb4Backend.size) + nm * (12 + lbMaglevKey.size + lbMaglevChunk.size) + ns * (12 + kS + vS) + 3 * 4096;
   const enc = new MapBatchEncoder(expected, stream?.scratch?.(expected + 16));
-  const mB = nb > 0 ? enc.map(pinOf(LB_MAPS.backends)) : -1;
+  if (nb > 0) enc.map(pinOf(LB_MAPS.backends));
   if (nm > 0) enc.map(pinOf(LB_MAPS.maglev));
   const mS = ns > 0 ? enc.map(pinOf(LB_MAPS.services)) : -1;
   const slowPart = (i: number) => encodeCreatePart(enc, [(r.slow[-1 - i] as FastRows["slow"][number]).unit], pinOf);
   const key = (at: number, i: number, entry: number) =>
     putServiceKey(enc.buf, at, r.vip[i] as number, r.port[i] as number, r.proto[i] as number, entry, L_SCOPE_INTERNAL);
-  for (let p = 0; p < seq.length; p++) {
-    const i = seq[p] as number;
-    if (i < 0) {
-      slowPart(i).backends();
-      continue;
-    }
-    const sid = r.serviceId[i] as number;
-    for (let k = r.beStart[i] as number; k < (r.beEnd[i] as number); k++) {
-      putBackendRecord(
-        enc.buf,
-        enc.update(mB, 4, vB),
-        r.beId[k] as number,
-        r.beAddr[k] as number,
-        r.bePort[k] as number,
-        r.proto[i] as number,
-        r.beFlags[k] as number,
-        sid,
-      );
-    }
-  }
+  for (let p = 0; p < seq.length; p++) if ((seq[p] as number) < 0) slowPart(seq[p] as number).backends();
   for (let p = 0; p < seq.length; p++) if ((seq[p] as number) < 0) slowPart(seq[p] as number).maglev();
   for (let p = 0; p < seq.length; p++) {
     const i = seq[p] as number;

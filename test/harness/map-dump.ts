@@ -10,7 +10,7 @@ import { execFileSync } from "node:child_process";
 import { readdir, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { dumpMap, type MapEntry } from "../../src/datapath/loader.ts";
-import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, lbMaglevKey } from "../../src/datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, lbMaglevKey, slotsOf } from "../../src/datapath/maps/lb.ts";
 
 /** Maps whose entries are made by traffic, not by the agent; a fresh start cannot have them. */
 export const RUNTIME_MAPS: Record<string, string> = {
@@ -112,8 +112,10 @@ function canonicalLb(services: MapEntry[], backends: MapEntry[], maglev: MapEntr
         `${f} => service ${sid(s.v.service_id)} count=${s.v.count} flags=${s.v.flags} affinity=${s.v.affinity_timeout} maglev=${s.v.maglev_size}`,
       );
     }
-    const ids = backendIdsOf(s.v.backend_ids);
-    if (ids.length > 0) slots.set(f, [...(slots.get(f) ?? []), ...ids.map(bid)]);
+    // A slot says where its backend is (lb4_backends holds only those of services that pick by id).
+    const where = slotsOf(s.v.backends, backendIdsOf(s.v.backend_ids).length);
+    const names = where.map((w) => `${w.address}:${w.port}/${s.k.proto}<${sid(s.v.service_id)}> flags=${w.flags}`);
+    if (names.length > 0) slots.set(f, [...(slots.get(f) ?? []), ...names]);
   }
   for (const [f, list] of slots) serviceLines.push(`${f} slots => ${list.sort().join(" ")}`);
   const maglevLines = maglev.map((e) => {

@@ -19,8 +19,9 @@ export const LB_MAPS = {
 /**
  * Default max_entries of lb4_services and lb4_backends (Cilium's --bpf-lb-map-max default). Both
  * are preallocated: the kernel memory is fixed when they are created. lb4_services holds one
- * entry per frontend with up to 8 selectable backends (one more per further 8); lb4_backends one
- * per endpoint.
+ * entry per frontend with up to 8 selectable backends (one more per further 8), each with its
+ * address; lb4_backends one per endpoint of the service ports that pick by id (ClientIP affinity,
+ * Maglev).
  */
 export const DEFAULT_LB_MAP_MAX = 65536;
 
@@ -62,8 +63,16 @@ export const lb4Key = defineStruct("lb4_key", [
   ["pad", { bytes: 2 }],
 ] as const);
 
-/** Backend ids per lb4_services entry (LB_SLOTS_PER_ENTRY): entry 0 holds the service and its first 8. */
+/** Backends per lb4_services entry (LB_SLOTS_PER_ENTRY): entry 0 holds the service and its first 8. */
 export const SLOTS_PER_ENTRY = 8;
+
+/** Where one of an entry's backends is (lb4_service.backends[i], beside backend_ids[i]). */
+export const lb4Slot = defineStruct("lb4_slot", [
+  ["address", "ipv4"],
+  ["port", "be16"],
+  ["flags", "u8"],
+  ["pad", "u8"],
+] as const);
 
 export const lb4Service = defineStruct("lb4_service", [
   ["service_id", "u32"],
@@ -72,6 +81,7 @@ export const lb4Service = defineStruct("lb4_service", [
   ["maglev_size", "u32"],
   ["flags", "u32"],
   ["backend_ids", { bytes: SLOTS_PER_ENTRY * 4 }],
+  ["backends", { bytes: SLOTS_PER_ENTRY * lb4Slot.size }],
 ] as const);
 
 /** Entries a frontend with `count` selectable backends has in lb4_services (entry 0 included). */
@@ -79,8 +89,8 @@ export function serviceEntries(count: number): number {
   return count <= SLOTS_PER_ENTRY ? 1 : Math.ceil(count / SLOTS_PER_ENTRY);
 }
 
-/** The backend ids entry `entry` of a frontend holds (up to SLOTS_PER_ENTRY of `ids`). */
-export function entryBackendIds(ids: readonly number[], entry: number): number[] {
+/** What entry `entry` of a frontend holds of its backends in order (up to SLOTS_PER_ENTRY of `ids`). */
+export function entryBackendIds<T>(ids: readonly T[], entry: number): T[] {
   return ids.slice(entry * SLOTS_PER_ENTRY, entry * SLOTS_PER_ENTRY + SLOTS_PER_ENTRY);
 }
 
@@ -98,6 +108,30 @@ export function backendIdsOf(field: Buffer): number[] {
     const id = field.readUInt32LE(4 * i);
     if (id === 0) break;
     out.push(id);
+  }
+  return out;
+}
+
+/** A slot's backend: where it is (the entry's backend_ids say which it is). */
+export interface SlotBackend {
+  address: string;
+  port: number;
+  flags: number;
+}
+
+/** A backends field: `slots` (at most SLOTS_PER_ENTRY) as lb4_slot values, zero after them. */
+export function slotsField(slots: readonly SlotBackend[]): Buffer {
+  const b = Buffer.alloc(SLOTS_PER_ENTRY * lb4Slot.size);
+  for (const [i, s] of slots.entries()) lb4Slot.encode({ address: s.address, port: s.port, flags: s.flags, pad: 0 }).copy(b, i * lb4Slot.size);
+  return b;
+}
+
+/** The first `n` slots a backends field holds. */
+export function slotsOf(field: Buffer, n: number): SlotBackend[] {
+  const out: SlotBackend[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = lb4Slot.decode(field.subarray(i * lb4Slot.size, (i + 1) * lb4Slot.size));
+    out.push({ address: s.address, port: s.port, flags: s.flags });
   }
   return out;
 }
@@ -175,6 +209,7 @@ export const netnsInfo = defineStruct("netns_info", [
 /** Every mirror of a struct in sock.o, for the BTF comparison. */
 export const LB_MIRRORS = [
   lb4Key,
+  lb4Slot,
   lb4Service,
   lb4Backend,
   lbMaglevKey,
@@ -212,6 +247,8 @@ export interface ServiceEntry {
   flags: number;
   /** The selectable backends in order (entry 0 holds the first SLOTS_PER_ENTRY). */
   backendIds: readonly number[];
+  /** Where each of them is (same order). */
+  backends: readonly SlotBackend[];
 }
 
 /** lb4_services value of entry 0. */
@@ -223,11 +260,12 @@ export function serviceValue(e: ServiceEntry): Buffer {
     maglev_size: e.maglevSize,
     flags: e.flags,
     backend_ids: backendIdsField(entryBackendIds(e.backendIds, 0)),
+    backends: slotsField(entryBackendIds(e.backends, 0)),
   });
 }
 
 /** lb4_services value of entry `entry` >= 1 of a service with these backends. */
-export function slotsValue(serviceId: number, backendIds: readonly number[], entry: number): Buffer {
+export function slotsValue(serviceId: number, backendIds: readonly number[], backends: readonly SlotBackend[], entry: number): Buffer {
   return lb4Service.encode({
     service_id: serviceId,
     count: 0,
@@ -235,6 +273,7 @@ export function slotsValue(serviceId: number, backendIds: readonly number[], ent
     maglev_size: 0,
     flags: 0,
     backend_ids: backendIdsField(entryBackendIds(backendIds, entry)),
+    backends: slotsField(entryBackendIds(backends, entry)),
   });
 }
 

@@ -16,7 +16,7 @@ import { DropReason } from "../../../src/datapath/drop-reasons.ts";
 import { EventType, Verdict } from "../../../src/datapath/events.ts";
 import { loadSockDatapath, registerNetns } from "../../../src/datapath/lb-sync.ts";
 import { pins, writeMaps } from "../../../src/datapath/loader.ts";
-import { BE_LOCAL, backendKey, backendValue, LB_MAPS, serviceKey, serviceValue } from "../../../src/datapath/maps/lb.ts";
+import { BE_LOCAL, LB_MAPS, serviceKey, serviceValue } from "../../../src/datapath/maps/lb.ts";
 import { ensureSubjectMap, policyWrites } from "../../../src/datapath/maps/policy.ts";
 import { EV_F_FROM_PROXY } from "../../../src/datapath/maps/redirect.ts";
 import { attachRedirect, enableRedirect, lookupOrigin, readProxyConfig, registerUpstream } from "../../../src/datapath/redirect.ts";
@@ -108,8 +108,19 @@ describe("client-side redirect at connect(), upstream identity (one node)", () =
       ipc(`${SRV.ip}/32`, SRV.id),
       ipc(`${CLI.ip}/32`, CLI.id),
       ipc(`${GW}/32`, 1),
-      lb(LB_MAPS.backends, backendKey(70), backendValue({ address: SRV.ip, port: 8080, proto: "TCP", flags: BE_LOCAL, serviceId: 7 })),
-      lb(LB_MAPS.services, serviceKey(frontend, 0), serviceValue({ serviceId: 7, count: 1, affinityTimeout: 0, maglevSize: 0, flags: 0, backendIds: [70] })),
+      lb(
+        LB_MAPS.services,
+        serviceKey(frontend, 0),
+        serviceValue({
+          serviceId: 7,
+          count: 1,
+          affinityTimeout: 0,
+          maglevSize: 0,
+          flags: 0,
+          backendIds: [70],
+          backends: [{ address: SRV.ip, port: 8080, flags: BE_LOCAL }],
+        }),
+      ),
     ]);
     await setPolicy(true, false);
     log = await EventLog.open(root);

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { seededRandom as rng } from "../../../src/core/random.ts";
 import { type EncodedMapBatch, encodeMapBatch, type MapWrite } from "../../../src/datapath/loader.ts";
-import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, SLOTS_PER_ENTRY } from "../../../src/datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Backend, lb4Key, lb4Service, SLOTS_PER_ENTRY, SVC_AFFINITY, SVC_MAGLEV, slotsOf } from "../../../src/datapath/maps/lb.ts";
 import {
   desiredLb,
   type EndpointInput,
@@ -115,8 +115,10 @@ describe("incremental service computation", () => {
     assert.equal(t.u.recomputed, 1);
     assert.ok(t.ops.length > 0);
     for (const op of t.ops) assert.equal(serviceIdOf(op, s.contents), sid);
-    // Two new backends, the entry (its backends and count: one write), the old backend deleted.
-    assert.equal(t.ops.length, 2 + 1 + 1);
+    // The entry alone (its backends, their addresses and its count: one write): a service that
+    // picks at random has no lb4_backends records.
+    assert.equal(t.ops.length, 1);
+    assert.equal(t.ops[0]?.map, pin(LB_MAPS.services));
   });
 
   it("a removed service: exactly its keys are deleted", () => {
@@ -637,8 +639,9 @@ describe("from empty, streamed in parts while computing (LbStream)", () => {
         assert.ok(unindexed(got.raw).equals(unindexed((want[i] as { raw: Buffer }).raw)), `record ${i} as in the whole batch`);
         assert.equal(got.pin, want[i]?.pin);
       }
-      // Every prefix of the parts is consistent: an entry names only backends written before it,
-      // an entry 0's count covers only further entries written before it.
+      // Every prefix of the parts is consistent: an entry 0 that picks by id (affinity, Maglev)
+      // names only backends written before it, every slot has its address, and an entry 0's
+      // count covers only further entries written before it.
       const backends = new Set<number>();
       const further = new Set<string>();
       for (const x of streamed) {
@@ -647,7 +650,12 @@ describe("from empty, streamed in parts while computing (LbStream)", () => {
         if (c === 0) backends.add(x.key.readUInt32LE(0));
         else if (c === 2 || c === 3) {
           const v = lb4Service.decode(value);
-          for (const id of backendIdsOf(v.backend_ids)) assert.ok(backends.has(id), "an entry's backends are written before it");
+          const ids = backendIdsOf(v.backend_ids);
+          assert.ok(
+            slotsOf(v.backends, ids.length).every((x) => x.address !== "0.0.0.0" && x.port > 0),
+            "every slot says where its backend is",
+          );
+          if (c === 3 && v.flags & (SVC_AFFINITY | SVC_MAGLEV)) for (const id of ids) assert.ok(backends.has(id), "an entry's backends are written before it");
           if (c === 2) further.add(`${x.key.subarray(0, 6).toString("hex")}/${x.key[10]}/${lb4Key.decode(x.key).slot}`);
           else {
             for (let e = 1; e * SLOTS_PER_ENTRY < v.count; e++)

@@ -21,6 +21,7 @@ import {
   SVC_EXTERNAL,
   SVC_LOCAL,
   SVC_MAGLEV,
+  slotsOf,
 } from "../../../src/datapath/maps/lb.ts";
 import {
   desiredLb,
@@ -510,18 +511,28 @@ function check(maps: Record<string, Map<string, Buffer>>, when: string): void {
     const key = lb4Key.decode(Buffer.from(k, "hex"));
     if (key.slot !== 0) continue;
     const s = lb4Service.decode(v);
-    // Entry 0 holds backends 1..8, entry c backends 8c + 1..8c + 8: every one the count covers.
+    // Entry 0 holds backends 1..8, entry c backends 8c + 1..8c + 8: every one the count covers,
+    // each with where it is (a random pick reads the slot).
     const ids = backendIdsOf(s.backend_ids);
+    const slots = slotsOf(s.backends, ids.length);
     for (let c = 1; c * SLOTS_PER_ENTRY < s.count; c++) {
       const sv = services.get(lb4Key.encode({ ...key, slot: c }).toString("hex"));
       assert.ok(sv, `${when}: ${key.address}:${key.dport} counts ${s.count} backends but entry ${c} is missing`);
-      ids.push(...backendIdsOf(lb4Service.decode(sv).backend_ids));
+      const entry = lb4Service.decode(sv);
+      const more = backendIdsOf(entry.backend_ids);
+      ids.push(...more);
+      slots.push(...slotsOf(entry.backends, more.length));
     }
     assert.equal(ids.length, s.count, `${when}: ${key.address}:${key.dport} counts ${s.count} backends, its entries name ${ids.length}`);
     for (const [slot, bid] of ids.entries()) {
+      const where = slots[slot];
+      assert.ok(where && where.address !== "0.0.0.0" && where.port > 0, `${when}: slot ${slot + 1} of ${key.address}:${key.dport} has no address`);
+      assert.ok(!(where.flags & BE_TERMINATING), `${when}: slot ${slot + 1} of ${key.address}:${key.dport} holds a terminating backend`);
+      // Affinity and Maglev look backends up by id: the slots' must be in lb4_backends, the same.
+      if (!(s.flags & (SVC_AFFINITY | SVC_MAGLEV))) continue;
       const be = backendOf(bid);
-      assert.ok(be, `${when}: slot ${slot + 1} of ${key.address}:${key.dport} names backend ${bid}, not written`);
-      assert.equal(be.service_id, s.service_id);
+      assert.ok(be, `${when}: slot ${slot + 1} of ${key.address}:${key.dport} names backend ${bid}, not in lb4_backends`);
+      assert.deepEqual([be.service_id, be.address, be.port], [s.service_id, where.address, where.port], `${when}: backend ${bid} differs from its slot`);
     }
     if (!(s.flags & SVC_MAGLEV) || s.count === 0) continue;
     // The kernel indexes hash mod M: every chunk up to M must be there and name this service's backends.
@@ -542,6 +553,8 @@ function transition(a: LbState, b: LbState): MapWrite[] {
 
 describe("service map diffs", () => {
   const base = [svc("web", web([{ port: 80, targetPort: 8080 }], { externalIPs: ["192.0.2.10"] }))];
+  /** The same service with ClientIP affinity: its backends are in lb4_backends too. */
+  const sticky = [svc("web", web([{ port: 80, targetPort: 8080 }], { externalIPs: ["192.0.2.10"], sessionAffinity: "ClientIP" }))];
   const eps = (n: number, terminating: number[] = []) => [
     slice(
       "web",
@@ -551,19 +564,33 @@ describe("service map diffs", () => {
 
   it("from nothing: backends first, then further entries, then entries 0; no deletes", () => {
     const kinds = (ops: MapWrite[]) => ops.map((o) => (o.map === pin(LB_MAPS.backends) ? "b" : lb4Key.decode(o.key).slot === 0 ? "S" : "s")).join("");
-    // Up to 8 backends: one entry per frontend (ClusterIP and ExternalIP) holds them all.
+    // Up to 8 backends: one entry per frontend (ClusterIP and ExternalIP) holds them all, with
+    // their addresses; lb4_backends only for a service that picks by id (here ClientIP affinity).
     const s = desiredLb(base, eps(3)).state;
     const ops = lbDiff(emptyContents(), lbContents(s), pin);
-    assert.equal(kinds(ops), "bbbSS");
+    assert.equal(kinds(ops), "SS");
     applyChecked(emptyContents(), ops);
+    const stickyOps = lbDiff(emptyContents(), lbContents(desiredLb(sticky, eps(3)).state), pin);
+    assert.equal(kinds(stickyOps), "bbbSS");
+    applyChecked(emptyContents(), stickyOps);
     // 19 backends: entries 1 and 2 hold backends 9-16 and 17-19.
-    const big = desiredLb(base, eps(19)).state;
-    const bigOps = lbDiff(emptyContents(), lbContents(big), pin);
-    assert.equal(kinds(bigOps), `${"b".repeat(19)}ssssSS`);
-    const entry2 = bigOps.find((o) => o.map === pin(LB_MAPS.services) && lb4Key.decode(o.key).slot === 2);
-    assert.ok(entry2?.op === "update");
-    assert.deepEqual(backendIdsOf(lb4Service.decode(entry2.value).backend_ids), big.frontends[0]?.backendIds.slice(16));
-    applyChecked(emptyContents(), bigOps);
+    for (const [services, records] of [
+      [base, ""],
+      [sticky, "b".repeat(19)],
+    ] as const) {
+      const big = desiredLb(services, eps(19)).state;
+      const bigOps = lbDiff(emptyContents(), lbContents(big), pin);
+      assert.equal(kinds(bigOps), `${records}ssssSS`);
+      const entry2 = bigOps.find((o) => o.map === pin(LB_MAPS.services) && lb4Key.decode(o.key).slot === 2);
+      assert.ok(entry2?.op === "update");
+      const v = lb4Service.decode(entry2.value);
+      assert.deepEqual(backendIdsOf(v.backend_ids), big.frontends[0]?.backendIds.slice(16));
+      assert.deepEqual(
+        slotsOf(v.backends, 3).map((x) => `${x.address}:${x.port}`),
+        ["10.200.1.17:8080", "10.200.1.18:8080", "10.200.1.19:8080"],
+      );
+      applyChecked(emptyContents(), bigOps);
+    }
   });
 
   it("no change, no writes", () => {
@@ -593,25 +620,32 @@ describe("service map diffs", () => {
   });
 
   it("removing a backend: slots rewritten before the count shrinks, the backend deleted last", () => {
-    const s1 = desiredLb(base, eps(3)).state;
-    const s2 = desiredLb(base, eps(2), { previous: idsOf(s1) }).state;
+    const s1 = desiredLb(sticky, eps(3)).state;
+    const s2 = desiredLb(sticky, eps(2), { previous: idsOf(s1) }).state;
     const ops = transition(s1, s2);
     assert.equal(ops.at(-1)?.map, pin(LB_MAPS.backends));
     assert.equal(ops.at(-1)?.op, "delete");
     applyChecked(lbContents(s1), ops);
   });
 
-  it("a backend starting to terminate: flagged, out of the slots, still written", () => {
-    const s1 = desiredLb(base, eps(3)).state;
-    const s2 = desiredLb(base, eps(3, [0]), { previous: idsOf(s1) }).state;
+  it("a backend starting to terminate: flagged, out of the slots, still written where affinity may name it", () => {
+    const s1 = desiredLb(sticky, eps(3)).state;
+    const s2 = desiredLb(sticky, eps(3, [0]), { previous: idsOf(s1) }).state;
     const ops = transition(s1, s2);
     assert.ok(!ops.some((o) => o.op === "delete" && o.map === pin(LB_MAPS.backends)));
     const end = applyChecked(lbContents(s1), ops);
-    assert.equal(end.backends.size, 3);
+    assert.deepEqual(
+      [...end.backends.values()].map((v) => lb4Backend.decode(v)).map((b) => `${b.address} ${b.flags & BE_TERMINATING ? "terminating" : "ready"}`),
+      ["10.200.1.1 terminating", "10.200.1.2 ready", "10.200.1.3 ready"],
+    );
+    // Without affinity nothing looks it up: it leaves the slots and nothing else holds it.
+    const p1 = desiredLb(base, eps(3)).state;
+    const plain = applyChecked(lbContents(p1), transition(p1, desiredLb(base, eps(3, [0]), { previous: idsOf(p1) }).state));
+    assert.equal(plain.backends.size, 0);
   });
 
   it("deleting a service: its entries 0 go before its further entries, those before its backends", () => {
-    const s1 = desiredLb(base, eps(10)).state;
+    const s1 = desiredLb(sticky, eps(10)).state;
     const ops = transition(s1, { frontends: [], backends: [], maglev: [] });
     const order = ops.map((o) => (o.map === pin(LB_MAPS.backends) ? "b" : lb4Key.decode(o.key).slot === 0 ? "S" : "s"));
     assert.equal(order.join(""), `SSss${"b".repeat(10)}`);
