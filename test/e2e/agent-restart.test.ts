@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { dumpMap, pinRoot, pins, removePins } from "../../src/datapath/loader.ts";
 import { endpointKey } from "../../src/datapath/maps/endpoints.ts";
 import { ipcacheKey } from "../../src/datapath/maps/ipcache.ts";
-import { backendIdsOf, LB_MAPS, lb4Key, lb4Service } from "../../src/datapath/maps/lb.ts";
+import { backendIdsOf, LB_MAPS, lb4Key, lb4Service, SVC_AFFINITY, SVC_MAGLEV, slotsOf } from "../../src/datapath/maps/lb.ts";
 import { REPO, TEST_STATE_ROOT, TestCluster, WEFT } from "../harness/cluster.ts";
 import { diffDumps, dumpNodeMaps } from "../harness/map-dump.ts";
 
@@ -125,14 +125,23 @@ describe("agent restart", () => {
         .map((p) => p.status.podIP)
         .sort(),
     );
-    // services: every backend an entry names exists, and no backend is orphaned.
+    // services: every slot says where its backend is; entries that pick by id (ClientIP affinity,
+    // Maglev) name only backends lb4_backends holds, and it holds no other (none orphaned).
     const svc = (await dumpMap(pins.map(root, LB_MAPS.services))).entries.map((e) => ({ k: lb4Key.decode(e.key), v: lb4Service.decode(e.value) }));
+    for (const s of svc) {
+      const slots = slotsOf(s.v.backends, backendIdsOf(s.v.backend_ids).length);
+      assert.ok(
+        slots.every((x) => x.address.startsWith("10.200.") && x.port > 0),
+        `${s.k.address}:${s.k.dport} entry ${s.k.slot}: ${JSON.stringify(slots)}`,
+      );
+    }
+    const pickById = new Set(svc.filter((s) => s.k.slot === 0 && s.v.flags & (SVC_AFFINITY | SVC_MAGLEV)).map((s) => s.v.service_id));
     const backendIds = new Set((await dumpMap(pins.map(root, LB_MAPS.backends))).entries.map((e) => e.key.readUInt32LE(0)));
-    const referenced = new Set(svc.flatMap((s) => backendIdsOf(s.v.backend_ids)));
+    const referenced = new Set(svc.filter((s) => pickById.has(s.v.service_id)).flatMap((s) => backendIdsOf(s.v.backend_ids)));
     assert.deepEqual(
       [...referenced].filter((id) => !backendIds.has(id)),
       [],
-      "slots point at existing backends",
+      "slots of services that pick by id point at existing backends",
     );
     assert.deepEqual(
       [...backendIds].filter((id) => !referenced.has(id)),
