@@ -427,7 +427,8 @@ static __always_inline int lb4_translate_ex(struct bpf_sock_addr *ctx, struct lb
 	if (svc->flags & LB_SVC_MAGLEV)
 		hash = lb4_flow_hash(ctx, bpf_get_socket_cookie(ctx), proto);
 	if (!lb4_pick(&key, svc, &akey, hash, &be)) {
-		// The agent writes backends before the entries naming them; a miss is a bug, not a race.
+		// The agent writes a service's further entries, and the backends affinity and Maglev
+		// name, before the entry 0 that counts or flags them: a miss is a bug, not a race.
 		bpf_set_retval(-LB_ECONNREFUSED);
 		return 0;
 	}
