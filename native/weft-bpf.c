@@ -72,7 +72,7 @@ __attribute__((noreturn, format(printf, 2, 3))) static void fail(int err, const 
 __attribute__((noreturn)) static void usage(void)
 {
 	fprintf(stderr,
-		"WEFT_BPF: usage: weft-bpf load OBJ PIN_DIR [--const NAME=VALUE]... [--max-entries MAP=N]... | "
+		"WEFT_BPF: usage: weft-bpf load OBJ PIN_DIR [--const NAME=VALUE]... [--max-entries MAP=N]... [--migrate MAP]... | "
 		"attach-cgroup PROG_PIN CGROUP_DIR HOOK LINK_PIN | "
 		"attach-tc PROG_PIN NETNS DEV ingress|egress LINK_PIN | replace LINK_PIN PROG_PIN | "
 		"detach LINK_PIN | link-info LINK_PIN | map-dump MAP_PIN | map-lookup-server MAP_PIN | listen-exec ADDR PORT FD CMD... | map-write (stdin: u PIN KEY VAL | d PIN KEY) | "
@@ -315,7 +315,27 @@ static void set_constants(struct bpf_object *obj, const char *objpath, struct co
 // its max_entries the one asked for; without --max-entries for it, the pinned size is adopted (a
 // size set by configuration belongs to the map, not to each object sharing it). Anything else is
 // refused naming the map and what differs (libbpf alone says only "parameter mismatch").
-static void size_map(const char *objpath, struct bpf_map *m, const char *pin, struct const_arg *sizes, int nsizes)
+// A map of another shape pinned at `pin` that the caller rebuilds (load --migrate MAP): the pinned
+// map is kept at "<pin>-prev" for the caller to copy from, and the pin itself is left for the new
+// map. Programs still using the old map keep it. A "<pin>-prev" already there is an earlier
+// migration that did not finish: it stays the source, and the pin (that migration's new map,
+// maybe part-filled) is dropped.
+static void move_aside(const char *objpath, const char *name, const char *pin)
+{
+	char prev[PATH_MAX];
+	pathf(prev, "%s-prev", pin);
+	if (!path_exists(prev)) {
+		int fd = obj_get(pin, "map");
+		if (bpf_obj_pin(fd, prev))
+			fail(errno, "%s: map %s: keep the pinned map at %s", objpath, name, prev);
+		close(fd);
+	}
+	if (unlink(pin))
+		fail(errno, "%s: map %s: unpin %s", objpath, name, pin);
+}
+
+static void size_map(const char *objpath, struct bpf_map *m, const char *pin, struct const_arg *sizes, int nsizes,
+		     int migrate)
 {
 	const char *name = bpf_map__name(m);
 	long long want = -1;
@@ -347,18 +367,24 @@ static void size_map(const char *objpath, struct bpf_map *m, const char *pin, st
 	if (want >= 0)
 		WEFT_DIFF("max_entries", info.max_entries, (__u32)want, "%u")
 #undef WEFT_DIFF
+	if (n && migrate) {
+		move_aside(objpath, name, pin);
+		return;
+	}
 	if (n)
 		fail(0,
-		     "%s: map %s pinned at %s differs from the one wanted: %s; pinned maps are never resized or "
-		     "migrated: remove the pin (recreate the node) or ask for the pinned shape",
+		     "%s: map %s pinned at %s differs from the one wanted: %s; this load does not rebuild it "
+		     "(load --migrate): remove the pin (recreate the node) or ask for the pinned shape",
 		     objpath, name, pin, diff);
 	if (want < 0 && info.max_entries != bpf_map__max_entries(m) && bpf_map__set_max_entries(m, info.max_entries))
 		fail(errno, "%s: map %s: adopt pinned max_entries %u", objpath, name, info.max_entries);
 }
 
-// load OBJ PIN_DIR [--const NAME=VALUE]... [--max-entries MAP=N]...
+// load OBJ PIN_DIR [--const NAME=VALUE]... [--max-entries MAP=N]... [--migrate MAP]...
 // Maps (not .rodata/.data/.bss) are pinned at PIN_DIR/maps/<map>; an existing pin of the same name
 // is reused (libbpf checks type, key/value size, max_entries and flags), so maps survive reloads.
+// A pinned map of another shape is refused, unless named by --migrate: then it is kept at
+// <pin>-prev and a new one is created (see move_aside).
 // Programs are pinned at PIN_DIR/progs/<object>/<program>, replacing the previous version's pin.
 static int cmd_load(int argc, char **argv)
 {
@@ -366,9 +392,16 @@ static int cmd_load(int argc, char **argv)
 		usage();
 	const char *objpath = argv[0], *pindir = argv[1];
 	struct const_arg consts[64], sizes[64];
-	int nconst = 0, nsizes = 0;
+	const char *migrate[64];
+	int nconst = 0, nsizes = 0, nmigrate = 0;
 
 	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--migrate") == 0) {
+			if (i + 1 >= argc || nmigrate == 64)
+				usage();
+			migrate[nmigrate++] = argv[++i];
+			continue;
+		}
 		int is_const = strcmp(argv[i], "--const") == 0;
 		if ((!is_const && strcmp(argv[i], "--max-entries")) || i + 1 >= argc || nconst == 64 || nsizes == 64)
 			usage();
@@ -404,12 +437,15 @@ static int cmd_load(int argc, char **argv)
 		if (bpf_map__is_internal(m))
 			continue;
 		pathf(path, "%s/%s", mapdir, bpf_map__name(m));
-		if (nmaps < 256)
-			reused[nmaps] = path_exists(path);
-		nmaps++;
 		if (bpf_map__set_pin_path(m, path))
 			fail(errno, "%s: map %s: set pin path", objpath, bpf_map__name(m));
-		size_map(objpath, m, path, sizes, nsizes);
+		int may_migrate = 0;
+		for (int j = 0; j < nmigrate; j++)
+			may_migrate |= strcmp(migrate[j], bpf_map__name(m)) == 0;
+		size_map(objpath, m, path, sizes, nsizes, may_migrate);
+		if (nmaps < 256)
+			reused[nmaps] = path_exists(path); // (a map moved aside is not reused)
+		nmaps++;
 	}
 	if (bpf_object__load(obj))
 		fail(errno, "load %s", objpath);

@@ -295,7 +295,7 @@ static __always_inline int lb4_pick_random(struct lb4_key *key, const struct lb4
 	out->address = entry->backends[j].address;
 	out->port = entry->backends[j].port;
 	out->flags = entry->backends[j].flags;
-	return out->id != 0;
+	return out->id != 0 && out->address != 0; // (an empty slot: refused, never sent to 0.0.0.0)
 }
 
 static __always_inline __u32 lb4_pick_maglev(const struct lb4_service *svc, __u32 hash)

@@ -40,7 +40,8 @@ kubelet, agent and proxy supervisor per node and applies the manifests (default:
   --cluster NAME     cluster name (default "weft", or $WEFT_CLUSTER)
   --wait SECONDS     how long to wait for pods to become Ready (default 120)
   --lb-map-max N     entries of each node's service maps lb4_services and lb4_backends (default 65536;
-                     = 12 MiB of preallocated kernel memory per node; Cilium's --bpf-lb-map-max)`,
+                     = 18 MiB of preallocated kernel memory per node; Cilium's --bpf-lb-map-max;
+                     a node started with another size rebuilds them, entries kept)`,
   async run(args) {
     const { values } = parseFlags(args, {
       ...clusterOpt,

@@ -3,7 +3,7 @@
 // writes the diffs computed by services.ts. Restart-safe: the first sync of a process reads the
 // pinned maps and reconciles them; nothing is flushed.
 
-import { existsSync, realpathSync } from "node:fs";
+import { existsSync, realpathSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { WeftError } from "../core/errors.ts";
 import {
@@ -15,6 +15,7 @@ import {
   type LinkState,
   type LoadedObject,
   loadObject,
+  type MapWrite,
   type MapWriteResult,
   MapWriteStream,
   netnsCookie,
@@ -24,7 +25,7 @@ import {
   writeMapBatch,
   writeMaps,
 } from "./loader.ts";
-import { cookieKey, LB_MAPS, lbMapSizes, netnsValue } from "./maps/lb.ts";
+import { cookieKey, LB_MAPS, lb4Backend, lb4Key, lb4Service, lbMaglevChunk, lbMaglevKey, lbMapSizes, netnsValue, upgradeServiceValue } from "./maps/lb.ts";
 import {
   type EndpointSliceInput,
   idsFromContents,
@@ -67,17 +68,74 @@ function checkChildCgroup(cgroup: string): string {
 }
 
 /**
+ * The agent-written service maps a load rebuilds when the pinned one has another shape (an agent
+ * upgrade that changed their layout, another lbMapMax, other flags), in the order their contents
+ * are carried over: what an entry names first.
+ */
+const REBUILT_MAPS = [LB_MAPS.backends, LB_MAPS.maglev, LB_MAPS.services] as const;
+
+/** The entry sizes (key, value) each rebuilt map has now. */
+const REBUILT_SIZES: Record<(typeof REBUILT_MAPS)[number], [number, number]> = {
+  [LB_MAPS.backends]: [4, lb4Backend.size],
+  [LB_MAPS.maglev]: [lbMaglevKey.size, lbMaglevChunk.size],
+  [LB_MAPS.services]: [lb4Key.size, lb4Service.size],
+};
+
+/**
+ * Fills the service maps the load created anew from what their previous maps hold (kept at
+ * `<pin>-prev`, see LoadOptions.migrate), before any hook of this load uses them: the programs
+ * attached now keep serving from the previous maps, and the new ones answer the same from their
+ * first connect. lb4_services entries of the ids-only layout get their backends' addresses from
+ * lb4_backends (upgradeServiceValue). Returns the `-prev` pins, to remove once the new programs
+ * are attached; throws WEFT_BPF, attaching nothing, for a layout it does not know.
+ */
+async function carryOver(root: string): Promise<string[]> {
+  const prevs: string[] = [];
+  for (const name of REBUILT_MAPS) {
+    const pin = pins.map(root, name);
+    const prev = `${pin}-prev`;
+    if (!existsSync(prev)) continue;
+    const old = await dumpMap(prev);
+    const [keySize, valueSize] = REBUILT_SIZES[name];
+    let upgrade = (v: Buffer): Buffer | undefined => (v.length === valueSize ? v : undefined);
+    if (name === LB_MAPS.services) {
+      const backends = new Map((await dumpMap(pins.map(root, LB_MAPS.backends))).entries.map((e) => [e.key.readUInt32LE(0), e.value] as const));
+      upgrade = (v) => upgradeServiceValue(v, (id) => backends.get(id));
+    }
+    const ops: MapWrite[] = [];
+    for (const e of old.entries) {
+      const value = e.key.length === keySize ? upgrade(e.value) : undefined;
+      if (value === undefined) {
+        throw new WeftError(
+          "WEFT_BPF",
+          `${name}: the pinned map's entries (key ${old.keySize}, value ${old.valueSize} bytes) have a layout this version cannot carry over into the new map (key ${keySize}, value ${valueSize}); the attached programs still use it: remove the node's pins (recreate the node) to start from empty`,
+          prev,
+        );
+      }
+      ops.push({ op: "update", map: pin, key: e.key, value });
+    }
+    await writeMaps(ops);
+    prevs.push(prev);
+  }
+  return prevs;
+}
+
+/**
  * Loads sock.o under `root` (pinned maps are reused with their contents) and attaches its four
  * hooks to `cgroup`, the node's pods cgroup. Again on a restart: pinned links get the new programs
- * in place (adopted), so the hooks never go missing.
+ * in place (adopted), so the hooks never go missing. A service map pinned with another shape (an
+ * upgrade that changed its layout, another lbMapMax) is rebuilt: a new map, filled from the old
+ * one before the new programs are attached, so no connect finds it empty.
  */
 export async function loadSockDatapath(root: string, cgroup: string, opts: { lbMapMax?: number } = {}): Promise<SockDatapath> {
   const dir = checkChildCgroup(cgroup);
-  const loaded = await loadObject(objectPath("sock"), root, { maxEntries: lbMapSizes(opts.lbMapMax) });
+  const loaded = await loadObject(objectPath("sock"), root, { maxEntries: lbMapSizes(opts.lbMapMax), migrate: REBUILT_MAPS });
+  const previous = await carryOver(root);
   const links: LinkState[] = [];
   for (const h of SOCK_HOOKS) {
     links.push(await attachCgroup(programOf(loaded, h.program).pin, dir, h.hook, pins.link(root, h.link)));
   }
+  for (const prev of previous) rmSync(prev);
   return { loaded, links };
 }
 

@@ -133,6 +133,13 @@ export interface LoadOptions {
    * the map and both shapes; a pinned map not named here keeps its pinned size.
    */
   maxEntries?: Record<string, number>;
+  /**
+   * Maps the caller rebuilds when the pinned one has another shape (type, key/value size, flags,
+   * max_entries) instead of refusing the load: the pinned map is kept at `<pin>-prev` (still used
+   * by the programs attached now) and a new one is created at the pin, empty; the caller copies
+   * what it needs from `-prev` before attaching the new programs, then removes `-prev`.
+   */
+  migrate?: readonly string[];
 }
 
 /**
@@ -149,6 +156,7 @@ export async function loadObject(object: string, root: string, opts: LoadOptions
     if (!Number.isInteger(n) || n < 1 || n > 0xffffffff) throw new WeftError("WEFT_BPF", `max_entries ${n} of map ${name} is not in 1..4294967295`, object);
     args.push("--max-entries", `${name}=${n}`);
   }
+  for (const name of opts.migrate ?? []) args.push("--migrate", name);
   return call<LoadedObject>(args);
 }
 

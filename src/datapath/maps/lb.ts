@@ -277,6 +277,32 @@ export function slotsValue(serviceId: number, backendIds: readonly number[], bac
   });
 }
 
+/** lb4_service's size before entries held their backends' addresses: five u32 fields and 8 ids. */
+export const LB4_SERVICE_IDS_ONLY_SIZE = 20 + SLOTS_PER_ENTRY * 4;
+
+/**
+ * A pinned lb4_services value of an earlier layout in the current one (for an agent upgrade that
+ * finds the map of another shape), or undefined when the layout is not known. The current size is
+ * taken as is; an ids-only value (when every backend had an lb4_backends record) gets each id's
+ * address, port and flags from `backendOf` (an lb4_backend value). An id it lacks leaves its slot
+ * zero, which the kernel refuses, as it refused such an id before.
+ */
+export function upgradeServiceValue(old: Buffer, backendOf: (id: number) => Buffer | undefined): Buffer | undefined {
+  if (old.length === lb4Service.size) return old;
+  if (old.length !== LB4_SERVICE_IDS_ONLY_SIZE) return undefined;
+  const v = Buffer.alloc(lb4Service.size);
+  old.copy(v);
+  const at = lb4Service.offsets.backends as number;
+  for (let i = 0; i < SLOTS_PER_ENTRY; i++) {
+    const id = old.readUInt32LE(LB4_SERVICE_IDS_ONLY_SIZE - SLOTS_PER_ENTRY * 4 + 4 * i);
+    const be = id === 0 ? undefined : backendOf(id);
+    if (be === undefined) continue;
+    const b = lb4Backend.decode(be);
+    lb4Slot.encode({ address: b.address, port: b.port, flags: b.flags, pad: 0 }).copy(v, at + i * lb4Slot.size);
+  }
+  return v;
+}
+
 /** lb4_backends key: the backend id (u32, host order). */
 export function backendKey(id: number): Buffer {
   const b = Buffer.alloc(4);

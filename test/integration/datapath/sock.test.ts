@@ -6,16 +6,20 @@
 
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { lbRows } from "../../../src/cli/operator.ts";
-import { loadSockDatapath, registerNetns, ServiceSync, unregisterNetns } from "../../../src/datapath/lb-sync.ts";
-import { createMap, dumpMap, loadObject, objectPath, pins, writeMaps } from "../../../src/datapath/loader.ts";
+import { loadSockDatapath, readLbContents, registerNetns, ServiceSync, unregisterNetns } from "../../../src/datapath/lb-sync.ts";
+import { createMap, dumpMap, loadObject, objectPath, pins, removePins, writeMaps } from "../../../src/datapath/loader.ts";
 import { flowHash, maglevTable } from "../../../src/datapath/maglev.ts";
 import {
+  backendKey,
+  backendValue,
   cookieKey,
   LB_MAPS,
+  LB4_SERVICE_IDS_ONLY_SIZE,
+  lb4Backend,
   lb4ConnRevnat,
   lb4Key,
   lb4Revnat,
@@ -24,8 +28,9 @@ import {
   netnsValue,
   REVNAT_CONN_SLOTS,
   revnatConnSlot,
+  serviceKey,
 } from "../../../src/datapath/maps/lb.ts";
-import type { EndpointSliceInput, ServiceInput } from "../../../src/datapath/services.ts";
+import { desiredLb, type EndpointSliceInput, lbContents, type ServiceInput } from "../../../src/datapath/services.ts";
 import { firstLine, JsonLines } from "../../harness/child-lines.ts";
 import { freshSandbox, type Sandbox } from "../../harness/sandbox.ts";
 
@@ -491,7 +496,77 @@ function mapShow(pin: string): { max_entries: number; flags: number; bytes_memlo
   return JSON.parse(execFileSync("bpftool", ["map", "show", "pinned", pin, "-j"], { encoding: "utf8" }));
 }
 
-describe("service map sizes (lbMapMax): set at creation, checked on reuse, full maps reported", { timeout: 120_000 }, () => {
+describe("an agent upgrade that finds service maps of the layout before (ids only in lb4_services)", { timeout: 120_000 }, () => {
+  let sb: Sandbox;
+  const client = (...args: string[]) => lineFrom(sb.spawnInCgroup([NODE, "--input-type=module", "-e", SCRIPT, ...args]), 25_000) as Promise<ClientResult>;
+  const services = [svc("web", "10.96.0.60"), svc("sticky", "10.96.0.61", { sessionAffinity: "ClientIP" })];
+  const slices = [slice("web", all), slice("sticky", all)];
+
+  before(async () => {
+    sb = await freshSandbox("sock-upgrade");
+    const server = sb.spawnInNetns([NODE, "--input-type=module", "-e", SCRIPT, "serve", BACKENDS.join(","), String(TCP_PORT), String(UDP_PORT)]);
+    await lineFrom(server, 10_000);
+  });
+
+  after(async () => {
+    await sb?.dispose();
+  });
+
+  it("rebuilds lb4_services with each backend's address before the new hooks are attached: connects reach the backends before any sync, and the first sync only drops the records nothing needs now", async () => {
+    // The maps as the agent before wrote them: 52-byte entries of ids, every backend in lb4_backends.
+    const want = desiredLb(services, slices, { node: "n1" }).state;
+    const now = lbContents(want);
+    const sPin = pins.map(sb.pinRoot, LB_MAPS.services);
+    const bPin = pins.map(sb.pinRoot, LB_MAPS.backends);
+    await createMap(sPin, { type: "hash", keySize: lb4Key.size, valueSize: LB4_SERVICE_IDS_ONLY_SIZE, maxEntries: 1024 });
+    await createMap(bPin, { type: "hash", keySize: 4, valueSize: lb4Backend.size, maxEntries: 1024 });
+    await writeMaps([
+      ...want.backends.map((b) => ({ op: "update" as const, map: bPin, key: backendKey(b.id), value: backendValue(b) })),
+      ...[...now.services].map(([k, v]) => ({ op: "update" as const, map: sPin, key: Buffer.from(k, "hex"), value: v.subarray(0, LB4_SERVICE_IDS_ONLY_SIZE) })),
+    ]);
+    const t0 = performance.now();
+    await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 1024 });
+    console.log(`# upgrade load with the service maps rebuilt: ${(performance.now() - t0).toFixed(0)} ms`);
+    assert.ok(!existsSync(`${sPin}-prev`) && !existsSync(`${bPin}-prev`), "the maps set aside are removed once the hooks are attached");
+    const after = await readLbContents(sb.pinRoot);
+    assert.equal(after.services.size, now.services.size);
+    for (const [k, v] of now.services) assert.ok(after.services.get(k)?.equals(v), "each entry as this version writes it");
+    await registerNetns(sb.pinRoot, sb.netns, 4243);
+    for (const vip of ["10.96.0.60", "10.96.0.61"]) {
+      const r = await client("tcp", vip, "80", "12");
+      assert.deepEqual(r.errors, {});
+      assert.equal(
+        Object.values(r.counts).reduce((a, b) => a + b, 0),
+        12,
+      );
+      for (const b of Object.keys(r.counts)) assert.ok(BACKENDS.map((x) => `${x}:${TCP_PORT}`).includes(b), b);
+      assert.deepEqual(r.peers, { [`${vip}:80`]: 12 });
+    }
+    // The agent's first sync: nothing to update; web's backend records (8: TCP and UDP) go.
+    const report = await new ServiceSync(sb.pinRoot, "n1").sync(services, slices);
+    assert.deepEqual(report.writes, { updated: 0, deleted: 8, absent: 0 });
+    const synced = await readLbContents(sb.pinRoot);
+    assert.deepEqual(synced, now);
+  });
+
+  it("a layout it does not know is refused by name before any hook changes; the map set aside stays for the programs still using it", async () => {
+    await removePins(sb.pinRoot);
+    const sPin = pins.map(sb.pinRoot, LB_MAPS.services);
+    await createMap(sPin, { type: "hash", keySize: lb4Key.size, valueSize: 40, maxEntries: 1024 });
+    await writeMaps([{ op: "update", map: sPin, key: serviceKey({ address: "10.96.0.60", port: 80, proto: "TCP" }, 0), value: Buffer.alloc(40, 1) }]);
+    await assert.rejects(
+      loadSockDatapath(sb.pinRoot, sb.cgroup),
+      /lb4_services: the pinned map's entries \(key 12, value 40 bytes\) have a layout this version cannot carry over/,
+    );
+    assert.ok(existsSync(`${sPin}-prev`));
+    assert.equal((await dumpMap(`${sPin}-prev`)).entries.length, 1);
+    // A later load (the same version again) still finds it set aside, and still refuses.
+    await assert.rejects(loadSockDatapath(sb.pinRoot, sb.cgroup), /cannot carry over/);
+    await removePins(sb.pinRoot);
+  });
+});
+
+describe("service map sizes (lbMapMax): set at creation, rebuilt on change, full maps reported", { timeout: 120_000 }, () => {
   let sb: Sandbox;
 
   before(async () => {
@@ -502,25 +577,38 @@ describe("service map sizes (lbMapMax): set at creation, checked on reuse, full 
     await sb?.dispose();
   });
 
-  it("refuses a pinned map of other flags, naming the map and both shapes", async () => {
+  it("an object that does not rebuild the service maps refuses a pinned one of other flags, naming the map and both shapes", async () => {
     const pin = pins.map(sb.pinRoot, LB_MAPS.services);
     await createMap(pin, { type: "hash", keySize: lb4Key.size, valueSize: lb4Service.size, maxEntries: 65536, flags: 1 });
-    await assert.rejects(loadSockDatapath(sb.pinRoot, sb.cgroup), /map lb4_services pinned at .*map_flags 0x1 pinned, 0x0 wanted/);
-    rmSync(pin);
+    await assert.rejects(loadObject(objectPath("host"), sb.pinRoot), /map lb4_services pinned at .*map_flags 0x1 pinned, 0x0 wanted/);
+    // sock.o (loadSockDatapath) rebuilds it preallocated, and nothing is left beside it.
+    await loadSockDatapath(sb.pinRoot, sb.cgroup);
+    assert.equal(mapShow(pin).flags, 0);
+    assert.ok(!existsSync(`${pin}-prev`));
+    await removePins(sb.pinRoot);
   });
 
-  it("creates the maps preallocated at the size asked; another size later is refused by name; objects sharing them adopt it", async () => {
+  it("creates the maps preallocated at the size asked; another size later rebuilds them, entries kept; objects sharing them adopt it", async () => {
     await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 1024 });
     for (const m of [LB_MAPS.services, LB_MAPS.backends]) {
       const info = mapShow(pins.map(sb.pinRoot, m));
       assert.equal(info.max_entries, 1024, m);
       assert.equal(info.flags, 0, `${m} is preallocated (no BPF_F_NO_PREALLOC)`);
     }
-    await assert.rejects(loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 2048 }), /map lb4_services pinned at .*max_entries 1024 pinned, 2048 wanted/);
-    await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 1024 }); // the same size again: reused
+    const sticky = svc("sticky", "10.96.0.70", { sessionAffinity: "ClientIP" });
+    await new ServiceSync(sb.pinRoot, "n1").sync([sticky], [slice("sticky", all)]);
+    const before = await readLbContents(sb.pinRoot);
+    assert.equal(before.backends.size, 8, "affinity: its backends (4, TCP and UDP) are in lb4_backends");
+    await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 2048 });
+    for (const m of [LB_MAPS.services, LB_MAPS.backends]) assert.equal(mapShow(pins.map(sb.pinRoot, m)).max_entries, 2048, m);
+    assert.deepEqual(await readLbContents(sb.pinRoot), before, "every entry carried over");
+    await assert.rejects(loadObject(objectPath("host"), sb.pinRoot, { maxEntries: { [LB_MAPS.services]: 4096 } }), /max_entries 2048 pinned, 4096 wanted/);
+    await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 2048 }); // the same size again: reused
     const host = await loadObject(objectPath("host"), sb.pinRoot); // no size given: the pinned one
     assert.ok(host.maps.find((m) => m.name === LB_MAPS.services)?.reused);
-    assert.equal(mapShow(pins.map(sb.pinRoot, LB_MAPS.services)).max_entries, 1024);
+    assert.equal(mapShow(pins.map(sb.pinRoot, LB_MAPS.services)).max_entries, 2048);
+    await removePins(sb.pinRoot);
+    await loadSockDatapath(sb.pinRoot, sb.cgroup, { lbMapMax: 1024 }); // (the next case's maps)
   });
 
   it("a sync that does not fit reports the full map by name and the setting, and a later one that fits succeeds", async () => {
