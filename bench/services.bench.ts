@@ -752,7 +752,7 @@ async function main(): Promise<void> {
     for (const p of peers) await wireBackends(sb, p.ns);
 
     // The sync part writes maps of the default size (65,536 entries, Cilium's default too), as a
-    // cluster of 10k services of two endpoints (30k entries) runs them: pinned beside the
+    // cluster of 10k services of two endpoints (10k entries, each holding its backends) runs them: pinned beside the
     // sandbox's own, with no hooks (they take no part in writing), removed after.
     const syncRoot = pinRoot(sb.cluster, "sync");
     await loadObject(objectPath("sock"), syncRoot, { maxEntries: lbMapSizes(DEFAULT_LB_MAP_MAX) });
