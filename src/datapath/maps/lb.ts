@@ -292,14 +292,11 @@ export function upgradeServiceValue(old: Buffer, backendOf: (id: number) => Buff
   if (old.length !== LB4_SERVICE_IDS_ONLY_SIZE) return undefined;
   const v = Buffer.alloc(lb4Service.size);
   old.copy(v);
-  const at = lb4Service.offsets.backends as number;
-  for (let i = 0; i < SLOTS_PER_ENTRY; i++) {
-    const id = old.readUInt32LE(LB4_SERVICE_IDS_ONLY_SIZE - SLOTS_PER_ENTRY * 4 + 4 * i);
-    const be = id === 0 ? undefined : backendOf(id);
-    if (be === undefined) continue;
-    const b = lb4Backend.decode(be);
-    lb4Slot.encode({ address: b.address, port: b.port, flags: b.flags, pad: 0 }).copy(v, at + i * lb4Slot.size);
-  }
+  const slots = backendIdsOf(old.subarray(LB4_SERVICE_IDS_ONLY_SIZE - SLOTS_PER_ENTRY * 4)).map((id): SlotBackend => {
+    const be = backendOf(id);
+    return be === undefined ? { address: "0.0.0.0", port: 0, flags: 0 } : lb4Backend.decode(be);
+  });
+  slotsField(slots).copy(v, lb4Service.offsets.backends as number);
   return v;
 }
 
