@@ -174,10 +174,21 @@ describe("a real Envoy driven by the agent's ADS server", () => {
     });
     console.log(`# envoy configured over ADS and serving in ${(performance.now() - t0).toFixed(0)} ms`);
     assert.equal(r.body, "a /hello");
-    const st = xds!.status().find((s) => s.nodeId === NODE);
+    // Envoy applies a resource before its ACK reaches the server, so a request can be served
+    // through the new route while the RDS ACK is still in flight: wait for the ACKs (bounded).
+    const types = [TYPE.cluster, TYPE.endpoint, TYPE.listener, TYPE.route];
+    const acked = () => xds!.status().find((s) => s.nodeId === NODE);
+    await until(
+      "Envoy to ACK every type",
+      async () => {
+        const s = acked();
+        return s && types.every((t) => s.types[t]?.ackedVersion === xds!.version(NODE, t)) ? s : undefined;
+      },
+      10_000,
+    ).catch(() => undefined);
+    const st = acked();
     assert.ok(st, "Envoy's stream is open");
-    for (const t of [TYPE.cluster, TYPE.endpoint, TYPE.listener, TYPE.route])
-      assert.equal(st.types[t]?.ackedVersion, xds!.version(NODE, t), `Envoy ACKed ${t}`);
+    for (const t of types) assert.equal(st.types[t]?.ackedVersion, xds!.version(NODE, t), `Envoy ACKed ${t}`);
     assert.deepEqual(st.types[TYPE.endpoint]?.subscribed, ["a", "b"]);
   });
 
