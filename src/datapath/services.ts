@@ -1110,24 +1110,27 @@ function encodeCreatePart(enc: MapBatchEncoder, units: readonly ServiceUnitView[
     putServiceKey(enc.buf, at, addr, f.port, PROTO[f.proto], entry, f.scope ?? SCOPE_INTERNAL);
     putEntryValue(enc.buf, at + kS, f, slots, entry);
   };
+  /** Unit k's backends by id, built when a frontend of it is first written and kept for the other pass. */
+  const byIds: (ReadonlyMap<number, LbBackend> | undefined)[] = [];
+  const byIdOf = (k: number) => (byIds[k] ??= backendsById((units[k] as ServiceUnitView).backends));
   /** Entries 1.. (backends 9 and on). */
-  const slots = (mS: number, f: LbFrontend, byId: ReadonlyMap<number, LbBackend>) => {
+  const slots = (mS: number, f: LbFrontend, k: number) => {
     const entries = serviceEntries(f.backendIds.length);
     if (entries === 1) return;
     const addr = ipv4Number(f.address);
-    const s = frontendSlots(f, byId);
+    const s = frontendSlots(f, byIdOf(k));
     for (let c = 1; c < entries; c++) write(mS, f, s, addr, c);
   };
-  const entry = (mS: number, f: LbFrontend, byId: ReadonlyMap<number, LbBackend>) => write(mS, f, frontendSlots(f, byId), ipv4Number(f.address), 0);
-  /** Every frontend (internal, then external) of the units, with the services map opened at the first. */
-  const eachFrontend = (write: (mS: number, f: LbFrontend, byId: ReadonlyMap<number, LbBackend>) => void) => {
+  const entry = (mS: number, f: LbFrontend, k: number) => write(mS, f, frontendSlots(f, byIdOf(k)), ipv4Number(f.address), 0);
+  /** Every frontend (internal, then external) of the units, with the services map opened at the first; `k`: its unit. */
+  const eachFrontend = (write: (mS: number, f: LbFrontend, k: number) => void) => {
     let mS = -1;
-    for (const u of units) {
-      const byId = backendsById(u.backends);
+    for (let k = 0; k < units.length; k++) {
+      const u = units[k] as ServiceUnitView;
       for (const list of [u.frontends, u.external ?? NONE]) {
         for (const f of list) {
           if (mS < 0) mS = enc.map(pinOf(LB_MAPS.services));
-          write(mS, f, byId);
+          write(mS, f, k);
         }
       }
     }
